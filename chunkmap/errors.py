@@ -1,0 +1,153 @@
+"""The errors chunkmap raises.
+
+Every error says what was received, what was expected and, where it can, how to fix it. Each
+class also derives from the builtin exception a caller would naturally catch, so
+``except ValueError`` keeps working around a call to :func:`chunkmap.run`::
+
+    ChunkmapError(Exception)
+    ├── InputError(ValueError)                 the arrays given to run()
+    │   ├── ShapeError                         shapes that do not broadcast together
+    │   ├── DtypeError(TypeError)              an input dtype chunkmap cannot pass to func
+    │   └── MaskError                          a mask of the wrong shape or dtype
+    ├── OptionError(ValueError)                a keyword option out of its domain (chunks, skip, kwargs)
+    ├── NotCallableError(TypeError)            func is not callable
+    ├── SchedulerError(ValueError)             an unknown or contradictory scheduler choice
+    │   └── SchedulerUnreachableError(ConnectionError)   nothing answers at the address
+    ├── ElementError(RuntimeError)             func raised an exception not listed in skip=
+    ├── MissingFileError(FileNotFoundError)    a file chunkmap was asked to read does not exist
+    ├── FormatError(ValueError)                bytes that are not what they claim to be
+    │   ├── NpyFormatError                     not a readable .npy file (truncated, object dtype, ...)
+    │   └── CodecError                         a truncated, corrupted or foreign array payload
+    └── StoreError                             an array store (Redis) failed
+        ├── StoreConnectionError(ConnectionError)   the store's server cannot be reached
+        └── MissingKeyError(KeyError)          no array under that key
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ChunkmapError",
+    "InputError",
+    "ShapeError",
+    "DtypeError",
+    "MaskError",
+    "OptionError",
+    "NotCallableError",
+    "SchedulerError",
+    "SchedulerUnreachableError",
+    "ElementError",
+    "MissingFileError",
+    "FormatError",
+    "NpyFormatError",
+    "CodecError",
+    "StoreError",
+    "StoreConnectionError",
+    "MissingKeyError",
+]
+
+
+class ChunkmapError(Exception):
+    """Base class of every error raised by chunkmap."""
+
+
+class InputError(ChunkmapError, ValueError):
+    """The input arrays cannot be used as given."""
+
+
+class ShapeError(InputError):
+    """Input shapes do not broadcast to one shape."""
+
+
+class DtypeError(InputError, TypeError):
+    """An input has a dtype whose elements cannot be passed to ``func`` as Python scalars."""
+
+
+class MaskError(InputError):
+    """``mask`` has the wrong shape or dtype, or the mask callable returned one."""
+
+
+class OptionError(ChunkmapError, ValueError):
+    """A keyword option of :func:`chunkmap.run` is outside its domain."""
+
+
+class NotCallableError(ChunkmapError, TypeError):
+    """``func`` is not callable."""
+
+
+class SchedulerError(ChunkmapError, ValueError):
+    """The scheduler choice is unknown or contradicts ``client=``."""
+
+
+class SchedulerUnreachableError(SchedulerError, ConnectionError):
+    """No dask scheduler answered at the given address."""
+
+
+class ElementError(ChunkmapError, RuntimeError):
+    """``func`` raised an exception that ``skip=`` does not list.
+
+    The original exception is chained as ``__cause__`` (and kept in :attr:`exception_type` and
+    :attr:`exception_message` when it cannot cross a process boundary).
+
+    Attributes
+    ----------
+    coords : tuple of int
+        Coordinates of the element in the broadcast input shape.
+    inputs : tuple
+        The Python scalars ``func`` was called with.
+    exception_type : str
+        Name of the exception's class.
+    exception_message : str
+        ``str()`` of the exception.
+    """
+
+    def __init__(
+        self, coords: tuple[int, ...], inputs: tuple[Any, ...], exception_type: str, exception_message: str
+    ) -> None:
+        self.coords = tuple(coords)
+        self.inputs = tuple(inputs)
+        self.exception_type = exception_type
+        self.exception_message = exception_message
+        super().__init__(
+            f"func raised {exception_type}: {exception_message!r} at element {self.coords} "
+            f"called with inputs {self.inputs}; pass skip={exception_type} to record such "
+            f"elements in result.failures and go on"
+        )
+
+    def __reduce__(self):
+        return (
+            type(self),
+            (self.coords, self.inputs, self.exception_type, self.exception_message),
+        )
+
+
+class MissingFileError(ChunkmapError, FileNotFoundError):
+    """A file chunkmap was asked to read does not exist."""
+
+
+class FormatError(ChunkmapError, ValueError):
+    """Bytes (a file or a payload) are not in the format they claim to be."""
+
+
+class NpyFormatError(FormatError):
+    """A file is not a readable .npy array: truncated, corrupt, foreign, or of object dtype."""
+
+
+class CodecError(FormatError):
+    """An encoded array payload is truncated, corrupted, foreign, or holds object data."""
+
+
+class StoreError(ChunkmapError):
+    """An array store (such as Redis) failed."""
+
+
+class StoreConnectionError(StoreError, ConnectionError):
+    """The store's server cannot be reached or dropped the connection."""
+
+
+class MissingKeyError(StoreError, KeyError):
+    """No array is stored under the requested key."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
