@@ -1,0 +1,148 @@
+"""``chunkmap.run``: call a scalar function on every unmasked element of numpy arrays, in parallel."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from .engine import execute, resolve_scheduler
+from .errors import NotCallableError, OptionError
+from .plan import make_plan
+from .result import Result, Stats, assemble
+
+__all__ = ["run"]
+
+
+def run(
+    func: Callable[..., Any],
+    *arrays: Any,
+    mask: Any = None,
+    skip: type[BaseException] | tuple[type[BaseException], ...] = (),
+    chunks: int | str = "auto",
+    scheduler: Any = None,
+    client: Any = None,
+    kwargs: Mapping[str, Any] | None = None,
+) -> Result:
+    """Call ``func`` on every unmasked element of ``arrays``, in parallel on dask.
+
+    ``func(*scalars, **kwargs)`` is called once per element with plain Python scalars (bool,
+    int, float, complex), never numpy scalars, so SWIG-wrapped C functions accept them.
+
+    Parameters
+    ----------
+    func : callable
+        The scalar function, e.g. a SWIG-wrapped C function. On the ``processes`` and
+        distributed schedulers it must pickle (module-level functions and SWIG functions do;
+        lambdas and closures go through cloudpickle).
+    *arrays : array_like
+        One or more arrays of any number of dimensions (lists too), broadcast to one shape.
+        numpy masked arrays contribute their masks. Dtypes: bool, integer, unsigned, floating,
+        complex. Inputs are never stacked or copied whole: chunks read them in place.
+    mask : None, array_like of bool, or callable, optional
+        ``True`` means "do not compute" (the numpy.ma convention). An array must broadcast to
+        the inputs' shape. A callable is vectorised: it receives consecutive 1-D slices of the
+        broadcast, C-order flattened inputs (one array per input) and returns a boolean array
+        of the same length; it is evaluated in the calling process before any work is sent.
+        Masked elements are never passed to ``func`` and never sent to workers.
+    skip : exception class or tuple of them, optional
+        A call raising one of these is recorded in ``result.failures`` (coordinates, exception
+        type, message) and the run goes on. Any other exception stops the run with an
+        :class:`~chunkmap.errors.ElementError` naming the element's coordinates and inputs.
+    chunks : "auto" or int, optional
+        Unmasked elements per chunk, the unit of scheduling. ``"auto"`` makes four chunks per
+        worker, of at most 100,000 elements each.
+    scheduler : str, distributed.Client or None, optional
+        ``"processes"`` (the default: a local process pool, one per core), ``"threads"`` (for
+        functions that release the GIL), ``"sync"`` (in the calling thread, for debugging),
+        ``"distributed"`` (the current ``distributed.Client``), a ``distributed.Client``, or
+        a scheduler address such as ``"tcp://127.0.0.1:8786"`` (chunkmap connects, waiting
+        dask's ``distributed.comm.timeouts.connect``, and disconnects at the end).
+    client : distributed.Client, optional
+        Run on this client's cluster; the same as ``scheduler=client``.
+    kwargs : mapping, optional
+        Keyword arguments passed to every call of ``func``.
+
+    Returns
+    -------
+    Result
+        Coordinates (``result.coords``, one int array per axis) and ``result.values`` of every
+        computed element in C order of the input (the same for every scheduler), plus
+        ``failures``, ``stats``, ``shape`` and ``to_dense()``. It unpacks as the coordinate
+        arrays followed by the values: ``xs, ys, values = run(f, a, b)`` for 2-D inputs.
+        The dtype of ``values`` follows what ``func`` returns: int gives int64, float float64,
+        bool bool, complex complex128; a mix promotes as numpy does (int and float give
+        float64); anything else (str, None, tuples, objects) gives an object array. With
+        nothing computed (empty or fully masked inputs) ``values`` is an empty float64 array.
+
+    Raises
+    ------
+    chunkmap.errors.InputError
+        Shapes that do not broadcast (``ShapeError``), an unsupported dtype (``DtypeError``),
+        a mask of the wrong shape or dtype (``MaskError``).
+    chunkmap.errors.NotCallableError
+        ``func`` is not callable.
+    chunkmap.errors.OptionError
+        ``chunks``, ``skip`` or ``kwargs`` out of their domain.
+    chunkmap.errors.SchedulerError
+        An unknown scheduler, or no scheduler at the address (``SchedulerUnreachableError``).
+    chunkmap.errors.ElementError
+        ``func`` raised an exception not listed in ``skip``.
+
+    Examples
+    --------
+    >>> import numpy as np, chunkmap
+    >>> a = np.array([[1.0, 2.0], [-1e12, 4.0]])
+    >>> b = np.array([[10.0, 0.0], [30.0, 40.0]])
+    >>> xs, ys, values = chunkmap.run(lambda x, y: x / y, a, b, mask=a <= -1e10,
+    ...                               skip=ZeroDivisionError, scheduler="sync")
+    >>> xs.tolist(), ys.tolist(), values.tolist()
+    ([0, 1], [0, 1], [0.1, 0.1])
+    """
+    started = time.perf_counter()
+    if not callable(func):
+        raise NotCallableError(
+            f"func must be callable; got {type(func).__name__} {func!r:.80}. The function comes "
+            f"first: run(func, *arrays)"
+        )
+    skip = _skip_tuple(skip)
+    kwargs = _kwargs_mapping(kwargs)
+    with resolve_scheduler(scheduler, client) as resolved:
+        plan = make_plan(arrays, mask=mask, chunks=chunks, workers=resolved.workers)
+        result = assemble(plan.shape, execute(plan, func, skip, kwargs, resolved))
+    wall_time = time.perf_counter() - started
+    calls = len(result.values) + len(result.failures)
+    result.stats = Stats(
+        elements=plan.elements,
+        masked=plan.elements - plan.unmasked,
+        computed=len(result.values),
+        failed=len(result.failures),
+        wall_time=wall_time,
+        rate=calls / wall_time if wall_time > 0 else float(calls),
+    )
+    return result
+
+
+def _skip_tuple(skip: Any) -> tuple[type[BaseException], ...]:
+    if skip is None:
+        return ()
+    classes = skip if isinstance(skip, tuple) else (skip,)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise OptionError(
+                f"skip must be an exception class or a tuple of them (e.g. skip=ValueError); "
+                f"got {skip!r} with {cls!r} of type {type(cls).__name__}"
+            )
+    return classes
+
+
+def _kwargs_mapping(kwargs: Any) -> dict[str, Any] | None:
+    if kwargs is None:
+        return None
+    if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
+        raise OptionError(
+            f"kwargs must be a mapping of argument names to values, passed to every call of "
+            f"func; got {type(kwargs).__name__} {kwargs!r:.80}"
+        )
+    return dict(kwargs)
+

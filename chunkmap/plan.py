@@ -1,0 +1,259 @@
+"""Normalise the inputs of a run, resolve its mask and split the work into chunks.
+
+numpy only. Every element of the broadcast input shape has a *flat index*: its position in C order.
+A run's work is the set of unmasked flat indices; a :class:`Chunk` is a contiguous range of flat
+indices holding a fixed number of them, so masked elements cost nothing and never count as work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import DtypeError, InputError, MaskError, OptionError, ShapeError
+from .source import ArraySource
+
+__all__ = ["Chunk", "Plan", "make_plan"]
+
+#: dtype kinds whose elements become Python bool, int, float or complex with ``tolist()``.
+SUPPORTED_KINDS = "biufc"
+#: elements evaluated per call of a mask callable, and per step of the chunk boundary search.
+BLOCK = 1 << 20
+#: the largest chunk ``chunks="auto"`` makes, in unmasked elements.
+AUTO_MAX_CHUNK = 100_000
+#: chunks per worker that ``chunks="auto"`` aims for, for load balance.
+AUTO_CHUNKS_PER_WORKER = 4
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A contiguous range ``[start, stop)`` of flat indices holding ``size`` unmasked elements."""
+
+    index: int
+    start: int
+    stop: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run needs to know before any work is scheduled.
+
+    Attributes
+    ----------
+    source : ArraySource
+        The broadcast inputs and the valid (unmasked) elements.
+    chunks : list of Chunk
+        The work, in C order; empty when every element is masked or the shape is empty.
+    """
+
+    source: ArraySource
+    chunks: list[Chunk]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.source.shape
+
+    @property
+    def elements(self) -> int:
+        return self.source.size
+
+    @property
+    def unmasked(self) -> int:
+        return sum(chunk.size for chunk in self.chunks)
+
+
+def make_plan(
+    arrays: Sequence[Any], mask: Any = None, chunks: int | str = "auto", workers: int = 1
+) -> Plan:
+    """Validate and normalise the inputs of :func:`chunkmap.run` and split them into chunks.
+
+    Parameters
+    ----------
+    arrays : sequence of array_like
+        The inputs; numpy masked arrays contribute their masks.
+    mask : None, array_like of bool, or callable
+        ``True`` marks an element not to compute. A callable receives 1-D slices of the
+        broadcast, C-order flattened inputs and returns one bool per element.
+    chunks : "auto" or int
+        Unmasked elements per chunk; see :func:`chunk_size`.
+    workers : int
+        Number of parallel workers, used by ``chunks="auto"``.
+
+    Returns
+    -------
+    Plan
+
+    Examples
+    --------
+    >>> plan = make_plan([np.arange(6).reshape(2, 3), 10], mask=np.array([True, False, False]))
+    >>> plan.shape, plan.elements, plan.unmasked
+    ((2, 3), 6, 4)
+    """
+    data, shape, input_masks = normalise_inputs(arrays)
+    source = ArraySource(data, shape)
+    valid = resolve_valid(source, input_masks, mask)
+    source = ArraySource(data, shape, valid)
+    unmasked = source.size if valid is None else int(np.count_nonzero(valid))
+    size = chunk_size(chunks, unmasked, workers)
+    return Plan(source, split(valid, source.size, size))
+
+
+def normalise_inputs(
+    arrays: Sequence[Any],
+) -> tuple[tuple[np.ndarray, ...], tuple[int, ...], list[np.ndarray]]:
+    """Turn the inputs into plain ndarrays, their broadcast shape and the masks they carry."""
+    if len(arrays) == 0:
+        raise InputError("run() needs at least one input array after func; got none")
+    data, masks = [], []
+    for number, array in enumerate(arrays, start=1):
+        if isinstance(array, np.ma.MaskedArray):
+            if array.mask is not np.ma.nomask:
+                masks.append(np.ma.getmaskarray(array))
+            array = array.data
+        try:
+            array = np.asarray(array)
+        except ValueError as exc:
+            raise InputError(
+                f"input {number} cannot be made into a numpy array ({exc}); expected an array or "
+                f"a (nested) list of numbers with a regular shape"
+            ) from None
+        if array.dtype.kind not in SUPPORTED_KINDS:
+            raise DtypeError(
+                f"input {number} has dtype {array.dtype} ({array.dtype.kind!r} kind); expected a "
+                f"boolean, integer, unsigned, floating or complex dtype, whose elements are passed "
+                f"to func as Python bool, int, float or complex"
+            )
+        data.append(array)
+    try:
+        shape = np.broadcast_shapes(*(array.shape for array in data))
+    except ValueError:
+        shapes = ", ".join(str(array.shape) for array in data)
+        raise ShapeError(
+            f"input shapes {shapes} do not broadcast to one shape; expected equal shapes, or "
+            f"shapes numpy can broadcast together such as (3, 4) and (4,)"
+        ) from None
+    for number, input_mask in enumerate(masks, start=1):
+        _check_broadcasts(input_mask.shape, shape, f"the mask of masked input {number}")
+    return tuple(data), shape, masks
+
+
+def resolve_valid(
+    source: ArraySource, input_masks: list[np.ndarray], mask: Any
+) -> np.ndarray | None:
+    """The flat boolean array of elements to compute, or None when every element is."""
+    masks = list(input_masks)
+    if mask is not None and not callable(mask):
+        masks.append(_mask_array(mask, source.shape))
+    if not masks and mask is None:
+        return None
+    masked = np.zeros(source.shape, dtype=bool)
+    for each in masks:
+        np.logical_or(masked, each, out=masked)
+    masked = masked.reshape(-1)
+    if callable(mask):
+        for start in range(0, source.size, BLOCK):
+            stop = min(start + BLOCK, source.size)
+            masked[start:stop] |= _call_mask(mask, source.columns(start, stop))
+    return np.logical_not(masked, out=masked)
+
+
+def _mask_array(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise MaskError(
+            f"mask has dtype {mask.dtype}; expected a boolean array (True = do not compute), "
+            f"e.g. mask=a <= -1e10"
+        )
+    _check_broadcasts(mask.shape, shape, "mask")
+    return mask
+
+
+def _check_broadcasts(shape: tuple[int, ...], target: tuple[int, ...], what: str) -> None:
+    try:
+        fits = np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        fits = False
+    if not fits:
+        raise MaskError(
+            f"{what} has shape {shape}; expected the inputs' shape {target} or a shape that "
+            f"broadcasts to it"
+        )
+
+
+def _call_mask(mask: Callable[..., Any], columns: list[np.ndarray]) -> np.ndarray:
+    length = len(columns[0])
+    result = np.asarray(mask(*columns))
+    if result.dtype != bool or result.shape not in ((length,), ()):
+        raise MaskError(
+            f"the mask callable returned an array of dtype {result.dtype} and shape "
+            f"{result.shape}; expected a boolean array of shape ({length},), one value per "
+            f"element of the 1-D input slices it receives"
+        )
+    return result
+
+
+def chunk_size(chunks: int | str, unmasked: int, workers: int) -> int:
+    """Unmasked elements per chunk.
+
+    ``chunks="auto"`` aims for :data:`AUTO_CHUNKS_PER_WORKER` chunks per worker, for load
+    balance, and caps a chunk at :data:`AUTO_MAX_CHUNK` elements so a long run reports and
+    balances its work often.
+
+    Examples
+    --------
+    >>> chunk_size("auto", 1000, 2), chunk_size("auto", 10**8, 2), chunk_size(7, 1000, 2)
+    (125, 100000, 7)
+    """
+    if isinstance(chunks, str) and chunks == "auto":
+        wanted = math.ceil(unmasked / (AUTO_CHUNKS_PER_WORKER * max(workers, 1)))
+        return max(1, min(AUTO_MAX_CHUNK, wanted))
+    if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool) and chunks > 0:
+        return int(chunks)
+    raise OptionError(
+        f"chunks must be 'auto' or a positive int (unmasked elements per chunk); got {chunks!r}"
+    )
+
+
+def split(valid: np.ndarray | None, elements: int, size: int) -> list[Chunk]:
+    """Split ``[0, elements)`` into chunks of ``size`` unmasked elements (the last may hold fewer).
+
+    Chunks tile the whole range: masked elements before the first unmasked one belong to the
+    first chunk and those after the last to the last chunk.
+
+    Examples
+    --------
+    >>> [(c.start, c.stop, c.size) for c in split(np.array([0, 1, 1, 0, 1, 0], bool), 6, 2)]
+    [(0, 3, 2), (3, 6, 1)]
+    """
+    if valid is None:
+        stops = list(range(size, elements, size))
+        total = elements
+    else:
+        stops, total = _boundaries(valid, size)
+    if total == 0:
+        return []
+    starts = [0, *stops]
+    stops = [*stops, elements]
+    return [
+        Chunk(index, start, stop, min(size, total - index * size))
+        for index, (start, stop) in enumerate(zip(starts, stops))
+    ]
+
+
+def _boundaries(valid: np.ndarray, size: int) -> tuple[list[int], int]:
+    """Flat indices just after every ``size``-th valid element, and the number of valid ones."""
+    stops: list[int] = []
+    seen = 0
+    for start in range(0, len(valid), BLOCK):
+        counts = np.cumsum(valid[start : start + BLOCK], dtype=np.int64)
+        first = (seen // size + 1) * size
+        targets = np.arange(first, seen + int(counts[-1]) + 1, size) - seen
+        stops.extend((start + np.searchsorted(counts, targets) + 1).tolist())
+        seen += int(counts[-1])
+    if stops and len(stops) * size >= seen:
+        stops.pop()  # the last chunk is full: masked elements after it join it
+    return stops, seen

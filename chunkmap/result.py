@@ -1,0 +1,224 @@
+"""The outcome of a run: coordinates and values of what was computed, failures and statistics.
+
+numpy only. A :class:`Result` unpacks like the seed's return value, ``xs, ys, values = result``
+for 2-D inputs (one coordinate array per axis, then the values); everything is in C order of
+the broadcast input shape whatever the scheduler.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .kernel import ChunkResult
+
+__all__ = ["Result", "Failures", "Failure", "Stats", "assemble"]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts and timing of a run.
+
+    Attributes
+    ----------
+    elements : int
+        Elements of the broadcast input shape.
+    masked : int
+        Elements masked out, never passed to ``func``.
+    computed : int
+        Elements whose call returned a value.
+    failed : int
+        Elements whose call raised an exception listed in ``skip``.
+    wall_time : float
+        Seconds from the call of ``run`` to its return.
+    rate : float
+        Calls of ``func`` (computed + failed) per second of wall time.
+    """
+
+    elements: int
+    masked: int
+    computed: int
+    failed: int
+    wall_time: float
+    rate: float
+
+    def summary(self) -> str:
+        """One line for logs: counts, time and rate."""
+        return (
+            f"{self.elements:,} elements: {self.masked:,} masked, {self.computed:,} computed, "
+            f"{self.failed:,} failed in {self.wall_time:.3f} s ({self.rate:,.0f} calls/s)"
+        )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One element whose call failed: where, how (``kind``), which exception and its message."""
+
+    coords: tuple[int, ...]
+    kind: str
+    type: str
+    message: str
+
+
+class Failures:
+    """The table of elements whose call failed, in C order.
+
+    Iterating yields :class:`Failure` records; the columns are also available whole.
+
+    Attributes
+    ----------
+    flat_index : ndarray of int64
+        Flat (C order) index of each failed element.
+    kinds : ndarray of str
+        ``"exception"`` for an exception listed in ``skip``.
+    types : ndarray of str
+        The exception's class name.
+    messages : ndarray of str
+        ``str()`` of the exception.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        flat_index: np.ndarray,
+        types: Sequence[str],
+        messages: Sequence[str],
+        kinds: Sequence[str] | None = None,
+    ) -> None:
+        self.shape = shape
+        self.flat_index = np.asarray(flat_index, dtype=np.int64)
+        self.types = np.asarray(types, dtype=str)
+        self.messages = np.asarray(messages, dtype=str)
+        self.kinds = np.asarray(["exception"] * len(self.flat_index) if kinds is None else kinds, str)
+
+    @functools.cached_property
+    def coords(self) -> tuple[np.ndarray, ...]:
+        """One int array per axis: the coordinates of each failed element."""
+        return np.unravel_index(self.flat_index, self.shape)
+
+    def __len__(self) -> int:
+        return len(self.flat_index)
+
+    def __getitem__(self, i: int) -> Failure:
+        coords = tuple(int(axis[i]) for axis in self.coords)
+        return Failure(coords, str(self.kinds[i]), str(self.types[i]), str(self.messages[i]))
+
+    def __iter__(self) -> Iterator[Failure]:
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        if not len(self):
+            return "Failures(0)"
+        names, counts = np.unique(self.types, return_counts=True)
+        by_type = ", ".join(f"{name}: {count}" for name, count in zip(names, counts))
+        return f"Failures({len(self)}; {by_type})"
+
+
+class Result:
+    """What :func:`chunkmap.run` computed.
+
+    Unpacks as the coordinate arrays (one per axis) followed by the values, so for 2-D inputs
+    ``xs, ys, values = result``.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The broadcast shape of the inputs.
+    flat_index : ndarray of int64
+        Flat (C order) index of each computed element, ascending.
+    values : ndarray
+        ``func``'s result for each computed element (dtype: see :func:`chunkmap.run`).
+    failures : Failures
+        Every element whose call raised an exception listed in ``skip``.
+    stats : Stats
+        Counts, wall time and rate.
+
+    Examples
+    --------
+    >>> result = Result((2, 2), np.array([0, 3]), np.array([1.5, 2.5]),
+    ...                 Failures((2, 2), [1], ["ValueError"], ["bad"]))
+    >>> xs, ys, values = result
+    >>> xs.tolist(), ys.tolist(), values.tolist()
+    ([0, 1], [0, 1], [1.5, 2.5])
+    >>> result.to_dense()
+    array([[1.5, nan],
+           [nan, 2.5]])
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        flat_index: np.ndarray,
+        values: np.ndarray,
+        failures: Failures,
+        stats: Stats | None = None,
+    ) -> None:
+        self.shape = tuple(shape)
+        self.flat_index = flat_index
+        self.values = values
+        self.failures = failures
+        self.stats = stats
+
+    @functools.cached_property
+    def coords(self) -> tuple[np.ndarray, ...]:
+        """One int array per axis: the coordinates of each computed element."""
+        return np.unravel_index(self.flat_index, self.shape)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        yield from self.coords
+        yield self.values
+
+    def to_dense(self, fill_value: Any = None) -> np.ndarray:
+        """The results as an array of the input shape, ``fill_value`` where nothing was computed.
+
+        With the default ``fill_value=None``, the fill is NaN and integer or boolean values are
+        promoted to float64; otherwise the dtype is what numpy promotes the values and
+        ``fill_value`` to (e.g. ``to_dense(-1)`` keeps int64 values as int64).
+        """
+        if fill_value is None:
+            dtype = np.result_type(self.values.dtype, np.float64)
+            fill_value = np.nan
+        elif self.values.dtype == object or not isinstance(fill_value, numbers.Number):
+            dtype = np.dtype(object)
+        else:
+            dtype = np.result_type(self.values.dtype, np.min_scalar_type(fill_value))
+        dense = np.full(self.shape, fill_value, dtype=dtype)
+        dense.reshape(-1)[self.flat_index] = self.values
+        return dense
+
+    def to_masked(self) -> np.ma.MaskedArray:
+        """The results as a masked array of the input shape, masked where nothing was computed."""
+        mask = np.ones(self.shape, dtype=bool)
+        mask.reshape(-1)[self.flat_index] = False
+        data = np.zeros(self.shape, dtype=self.values.dtype)
+        data.reshape(-1)[self.flat_index] = self.values
+        return np.ma.MaskedArray(data, mask=mask)
+
+    def __repr__(self) -> str:
+        stats = f"; {self.stats.summary()}" if self.stats else ""
+        return (
+            f"<chunkmap.Result shape={self.shape} computed={len(self.values)} "
+            f"dtype={self.values.dtype} failed={len(self.failures)}{stats}>"
+        )
+
+
+def assemble(shape: tuple[int, ...], chunks: Sequence[ChunkResult]) -> Result:
+    """Join chunk results (in any order) into one :class:`Result` in C order, without stats."""
+    chunks = sorted(chunks, key=lambda chunk: chunk.index)
+    with_values = [chunk for chunk in chunks if len(chunk.values)]
+    if with_values:
+        values = np.concatenate([chunk.values for chunk in with_values])
+        flat_index = np.concatenate([chunk.flat_index for chunk in with_values])
+    else:
+        values, flat_index = np.empty(0, np.float64), np.empty(0, np.int64)
+    failures = Failures(
+        shape,
+        np.concatenate([np.empty(0, np.int64), *(chunk.failure_index for chunk in chunks)]),
+        [name for chunk in chunks for name in chunk.failure_types],
+        [message for chunk in chunks for message in chunk.failure_messages],
+    )
+    return Result(shape, flat_index, values, failures)
