@@ -1,0 +1,15 @@
+"""Read rows of ``.npy`` files from disk with near-zero latency and bounded memory.
+
+- :class:`NpyReader` — one file: rows, row ranges, flat slices by positional reads, no descriptor
+  held between calls; pickles as ``(path, header)``.
+- :class:`RowIterator` / :func:`iter_rows` — rows of one or many files, prefetched by a thread.
+- :class:`NpyLibrary` — many files by name, lazy headers, optional LRU cache with a byte budget.
+- :func:`read_header` / :class:`NpyHeader` — the parsed header (versions 1.0, 2.0, 3.0).
+"""
+
+from .header import NpyHeader, read_header
+from .library import NpyLibrary
+from .reader import NpyReader
+from .rows import RowIterator, iter_rows
+
+__all__ = ["NpyHeader", "NpyLibrary", "NpyReader", "RowIterator", "iter_rows", "read_header"]

@@ -1,0 +1,225 @@
+"""A library of many ``.npy`` arrays: lazy headers, positional row reads, an optional LRU cache.
+
+The library is a mapping from names to :class:`~chunkmap.npy.reader.NpyReader`. It stores one path
+per array; the header is read on the first access and kept (a few hundred bytes). No file
+descriptor and no memory mapping is held between calls, so the number of arrays is limited neither
+by ``ulimit -n`` nor by the address space, unlike a dict of ``np.load(mmap_mode="r")``.
+
+With ``cache_bytes > 0`` whole arrays are kept in memory, least recently used first out, up to that
+many bytes: the first access to an array reads it whole (one read), later rows are views of it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingFileError, MissingKeyError, OptionError
+from .header import NpyHeader, read_header
+from .reader import NpyReader
+from .rows import RowIterator
+
+__all__ = ["NpyLibrary"]
+
+
+def _paths(source: Any, pattern: str) -> dict[str, str]:
+    if isinstance(source, (str, os.PathLike)):
+        folder = os.fspath(source)
+        if not os.path.isdir(folder):
+            raise MissingFileError(f"no folder at {folder!r}; pass a folder of .npy files or a list of paths")
+        names = sorted(e.name for e in os.scandir(folder) if fnmatch.fnmatch(e.name, pattern))
+        return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in names}
+    if isinstance(source, Mapping):
+        return {str(k): os.fspath(p) for k, p in source.items()}
+    if isinstance(source, Iterable):
+        return {os.fspath(p): os.fspath(p) for p in source}
+    raise OptionError(
+        f"source must be a folder, a list of .npy paths or a mapping name -> path; got {type(source).__name__}"
+    )
+
+
+class NpyLibrary(Mapping[str, NpyReader]):
+    """Many ``.npy`` arrays by name, read row by row from disk with bounded memory.
+
+    Parameters
+    ----------
+    source : folder, iterable of paths, or mapping of name to path
+        A folder gives the files matching ``pattern``, named by file name without extension; a
+        list of paths is named by the paths as given; a mapping by its keys. Files are not opened
+        here.
+    cache_bytes : int, default 0
+        Budget of the least-recently-used cache of whole arrays; 0 disables the cache and every
+        row is read from disk (a few microseconds from the page cache).
+    pattern : str, default "*.npy"
+        File-name pattern used for a folder.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> for k in range(3): np.save(os.path.join(d, f"img{k}.npy"), np.full((500, 30, 3), k, "u1"))
+    >>> lib = NpyLibrary(d)
+    >>> sorted(lib), lib["img2"].shape
+    (['img0', 'img1', 'img2'], (500, 30, 3))
+    >>> lib.row("img1", 499)[0]
+    array([1, 1, 1], dtype=uint8)
+    >>> [int(r[0, 0]) for r in lib.iter_rows(["img0", "img2"])][::500]
+    [0, 2]
+    >>> for k in range(3): os.remove(os.path.join(d, f"img{k}.npy"))
+    >>> os.rmdir(d)
+    """
+
+    def __init__(self, source: Any, *, cache_bytes: int = 0, pattern: str = "*.npy") -> None:
+        if int(cache_bytes) < 0:
+            raise OptionError(f"cache_bytes must be >= 0, got {cache_bytes}")
+        self._paths = _paths(source, pattern)
+        self._headers: dict[str, NpyHeader] = {}
+        self.cache_bytes = int(cache_bytes)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+        self._hits = self._misses = 0
+        self._lock = threading.Lock()
+
+    def __reduce__(self):
+        return (_rebuild, (self._paths, self.cache_bytes, dict(self._headers)))
+
+    def __repr__(self) -> str:
+        return f"NpyLibrary({len(self._paths)} arrays, cache_bytes={self.cache_bytes})"
+
+    # -- mapping -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._paths
+
+    def path(self, key: str) -> str:
+        """Path of the array named ``key``."""
+        try:
+            return self._paths[key]
+        except KeyError:
+            raise MissingKeyError(
+                f"no array named {key!r} in this library of {len(self._paths)}; names are file "
+                f"names without .npy (see list(library))"
+            ) from None
+
+    def header(self, key: str) -> NpyHeader:
+        """Header of the array ``key``, read from the file on first use."""
+        h = self._headers.get(key)
+        if h is None:
+            h = self._headers[key] = read_header(self.path(key))
+        return h
+
+    def __getitem__(self, key: str) -> NpyReader:
+        return NpyReader(self.path(key), self.header(key))
+
+    # -- reads ---------------------------------------------------------------------------------
+    def _cached(self, key: str) -> np.ndarray | None:
+        """The whole array from the cache (loading it there), or None without a cache."""
+        if not self.cache_bytes:
+            return None
+        with self._lock:
+            arr = self._cache.get(key)
+            if arr is not None:
+                self._cache.move_to_end(key)
+                self._hits += 1
+                return arr
+        h = self.header(key)
+        if h.nbytes > self.cache_bytes:
+            return None
+        arr = NpyReader(self.path(key), h).read()
+        arr.flags.writeable = False
+        with self._lock:
+            self._misses += 1
+            if key not in self._cache:
+                self._cache[key] = arr
+                self._cached_bytes += arr.nbytes
+            while self._cached_bytes > self.cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= old.nbytes
+        return arr
+
+    def row(self, key: str, i: int) -> np.ndarray:
+        """Row ``i`` of array ``key`` (a read-only view when the array is cached).
+
+        Parameters
+        ----------
+        key : str
+            Array name.
+        i : int
+            Row index (negative counts from the end).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        arr = self._cached(key)
+        if arr is not None:
+            return arr[i]
+        return NpyReader(self.path(key), self.header(key)).read_row(i)
+
+    def rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of array ``key``.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        arr = self._cached(key)
+        if arr is not None:
+            return arr[start:stop]
+        return NpyReader(self.path(key), self.header(key)).read_rows(start, stop)
+
+    def load(self, key: str) -> np.ndarray:
+        """The whole array ``key`` (read-only when it comes from the cache).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        arr = self._cached(key)
+        return arr if arr is not None else NpyReader(self.path(key), self.header(key)).read()
+
+    def iter_rows(self, keys: Iterable[str] | None = None, *, prefetch: int = 256) -> RowIterator:
+        """Rows of the arrays ``keys`` (all of them by default) one after the other, prefetched.
+
+        Returns
+        -------
+        RowIterator
+        """
+        keys = list(self._paths) if keys is None else list(keys)
+        return RowIterator([self.path(k) for k in keys], prefetch=prefetch)
+
+    # -- cache ---------------------------------------------------------------------------------
+    def cache_info(self) -> dict[str, int]:
+        """Counters of the cache: hits, misses, arrays, bytes, budget, headers read."""
+        with self._lock:
+            return {
+                "hits": self._hits,
+                "misses": self._misses,
+                "arrays": len(self._cache),
+                "bytes": self._cached_bytes,
+                "budget": self.cache_bytes,
+                "headers": len(self._headers),
+            }
+
+    def clear_cache(self) -> None:
+        """Drop every cached array (headers are kept)."""
+        with self._lock:
+            self._cache.clear()
+            self._cached_bytes = 0
+
+
+def _rebuild(paths: dict[str, str], cache_bytes: int, headers: dict[str, NpyHeader]) -> NpyLibrary:
+    lib = NpyLibrary(paths, cache_bytes=cache_bytes)
+    lib._headers.update(headers)
+    return lib
