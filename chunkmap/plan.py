@@ -20,8 +20,10 @@ __all__ = ["Chunk", "Plan", "make_plan"]
 
 #: dtype kinds whose elements become Python bool, int, float or complex with ``tolist()``.
 SUPPORTED_KINDS = "biufc"
-#: elements evaluated per call of a mask callable, and per step of the chunk boundary search.
+#: elements evaluated per call of a mask callable.
 BLOCK = 1 << 20
+#: elements per step of the chunk boundary search (its temporaries are 8 bytes per element).
+SEARCH_BLOCK = 1 << 16
 #: the largest chunk ``chunks="auto"`` makes, in unmasked elements.
 AUTO_MAX_CHUNK = 100_000
 #: chunks per worker that ``chunks="auto"`` aims for, for load balance.
@@ -248,8 +250,8 @@ def _boundaries(valid: np.ndarray, size: int) -> tuple[list[int], int]:
     """Flat indices just after every ``size``-th valid element, and the number of valid ones."""
     stops: list[int] = []
     seen = 0
-    for start in range(0, len(valid), BLOCK):
-        counts = np.cumsum(valid[start : start + BLOCK], dtype=np.int64)
+    for start in range(0, len(valid), SEARCH_BLOCK):
+        counts = np.cumsum(valid[start : start + SEARCH_BLOCK], dtype=np.int32)
         first = (seen // size + 1) * size
         targets = np.arange(first, seen + int(counts[-1]) + 1, size) - seen
         stops.extend((start + np.searchsorted(counts, targets) + 1).tolist())

@@ -19,6 +19,11 @@ from .kernel import ChunkResult
 __all__ = ["Result", "Failures", "Failure", "Stats", "assemble"]
 
 
+def unravel(flat_index: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Coordinate arrays (one per axis) of flat C-order indices; none for a 0-d shape."""
+    return np.unravel_index(flat_index, shape) if shape else ()
+
+
 @dataclass(frozen=True)
 class Stats:
     """Counts and timing of a run.
@@ -98,7 +103,7 @@ class Failures:
     @functools.cached_property
     def coords(self) -> tuple[np.ndarray, ...]:
         """One int array per axis: the coordinates of each failed element."""
-        return np.unravel_index(self.flat_index, self.shape)
+        return unravel(self.flat_index, self.shape)
 
     def __len__(self) -> int:
         return len(self.flat_index)
@@ -166,7 +171,7 @@ class Result:
     @functools.cached_property
     def coords(self) -> tuple[np.ndarray, ...]:
         """One int array per axis: the coordinates of each computed element."""
-        return np.unravel_index(self.flat_index, self.shape)
+        return unravel(self.flat_index, self.shape)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         yield from self.coords

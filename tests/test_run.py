@@ -225,3 +225,9 @@ def test_unpacking_matches_the_seed_for_2d(ew):
                                 skip=slowlib.InternalError, scheduler="sync")
     for x, y, idx in zip(xs, ys, idxs):
         assert idx == slowlib.slow_computation(float(a2[x, y]), float(a1[x, y]))
+
+
+def test_scalar_inputs_are_a_zero_dimensional_run(ew):
+    result = chunkmap.run(ew.int_or_boom, 3, np.int64(4), scheduler="sync")
+    (values,) = result
+    assert result.shape == () and values.tolist() == [7] and result.to_dense() == 7.0
