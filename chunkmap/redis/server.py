@@ -1,9 +1,7 @@
 """Start a throwaway ``redis-server`` for tests, benchmarks and demos.
 
-Examples
---------
->>> with RedisServer() as server:  # doctest: +SKIP
-...     store = RedisArrayStore(server.url)
+``with RedisServer() as server:`` starts one on a free loopback port in a temporary directory
+(``server.url`` is its address) and stops it and removes the directory on exit.
 """
 
 from __future__ import annotations
