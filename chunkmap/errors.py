@@ -110,7 +110,7 @@ class ElementError(ChunkmapError, RuntimeError):
         self.exception_type = exception_type
         self.exception_message = exception_message
         super().__init__(
-            f"func raised {exception_type}: {exception_message!r} at element {self.coords} "
+            f"func raised {exception_type}: {exception_message} at element {self.coords} "
             f"called with inputs {self.inputs}; pass skip={exception_type} to record such "
             f"elements in result.failures and go on"
         )

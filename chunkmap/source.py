@@ -77,6 +77,9 @@ class ArraySource:
         index = np.flatnonzero(selected).astype(np.int64, copy=False) + start
         return index, [column[selected] for column in columns]
 
+    def __reduce__(self):
+        return (ArraySource, (self.arrays, self.shape, self.valid))
+
     def extract(self, start: int, stop: int) -> ChunkData:
         """The unmasked values of ``[start, stop)``, detached from the full arrays."""
         columns = self.columns(start, stop)

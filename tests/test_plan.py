@@ -57,6 +57,13 @@ def test_gather_matches_fancy_indexing_on_broadcast_inputs():
             np.testing.assert_array_equal(column, flat[expected])
 
 
+def test_a_source_pickles_as_its_arrays_even_when_broadcast():
+    source = ArraySource((np.arange(4), np.ones((3, 1))), (3, 4), np.arange(12) % 5 > 0)
+    back = pickle.loads(pickle.dumps(source))
+    for got, expected in zip(back.gather(2, 11), source.gather(2, 11)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
 def test_a_pickled_task_carries_only_its_own_unmasked_values():
     n = 2_000_000
     a, b = np.random.default_rng(1).random((2, n))

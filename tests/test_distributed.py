@@ -1,0 +1,151 @@
+"""chunkmap.run on dask.distributed: real `dask scheduler` and `dask worker` processes, and a LocalCluster."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+import chunkmap
+from chunkmap.stub import slowlib
+
+SENTINEL = -1e10
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dask_command() -> list[str]:
+    """The `dask` command line of this Python, whether or not its script is on PATH."""
+    script = shutil.which("dask", path=os.path.dirname(sys.executable)) or shutil.which("dask")
+    return [script] if script else [sys.executable, "-m", "distributed.cli.dask_spec"]
+
+
+@pytest.fixture(scope="module")
+def cluster_address(tmp_path_factory):
+    """A real cluster on loopback: one `dask scheduler` and two single-threaded `dask worker`s."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = tmp_path_factory.mktemp("dask-logs")
+    commands = {"scheduler": ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]}
+    for i in range(2):
+        commands[f"worker-{i}"] = ["worker", address, "--nthreads", "1", "--no-dashboard", "--host",
+                                   "127.0.0.1", "--name", f"worker-{i}", "--local-directory", str(logs / f"w{i}")]
+    # Like a user's own module in a real deployment, the test functions are importable there.
+    pythonpath = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    with contextlib.ExitStack() as stack:
+        processes = []
+        for name, arguments in commands.items():
+            log = stack.enter_context(open(logs / f"{name}.log", "wb"))
+            processes.append(subprocess.Popen([*dask_command(), *arguments], stdout=log, stderr=log, env=env))
+            stack.callback(stop, processes[-1])
+        wait_for_workers(address, 2, logs)
+        yield address
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wait_for_workers(address: str, count: int, logs) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with Client(address, timeout="2s") as client:
+                client.wait_for_workers(count, timeout=max(1.0, deadline - time.monotonic()))
+                return
+        except (OSError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the dask cluster did not start; see the logs in {logs}") from None
+            time.sleep(0.5)
+
+
+def seed_inputs(shape, seed):
+    rng = np.random.default_rng(seed)
+    a1, a2 = rng.random(shape), rng.random(shape)
+    a1[rng.random(shape) < 0.1] = -5e10
+    return a1, a2
+
+
+def test_real_workers_by_address_match_the_serial_loop(ew, cluster_address):
+    a1, a2 = seed_inputs((50, 60), seed=11)
+    mask = a1 <= SENTINEL
+    result = chunkmap.run(slowlib.slow_computation, a2, a1, mask=mask, skip=slowlib.InternalError,
+                          chunks=200, scheduler=cluster_address)
+    ew.assert_matches_reference(result, slowlib.slow_computation, [a2, a1], mask=mask, skip=slowlib.InternalError)
+    assert len(result.failures) > 0
+
+
+def test_real_workers_run_python_functions_and_both_work(ew, cluster_address):
+    a1, a2 = seed_inputs((30, 7, 5), seed=12)
+    result = chunkmap.run(ew.add_or_boom, a1, a2, mask=lambda x, y: x <= SENTINEL, skip=ew.Boom,
+                          chunks=50, scheduler=cluster_address)
+    ew.assert_matches_reference(result, ew.add_or_boom, [a1, a2], mask=a1 <= SENTINEL, skip=ew.Boom)
+    with Client(cluster_address, timeout="5s") as client:
+        assert len(client.nthreads()) == 2
+        processed = client.run(lambda: os.getpid())
+        assert len(set(processed.values())) == 2
+
+
+def test_real_workers_report_an_unlisted_exception(ew, cluster_address):
+    with pytest.raises(chunkmap.ElementError, match=r"KeyError.*\(1, 1\).*\(3,\)"):
+        chunkmap.run(ew.key_error_at_three, np.arange(6).reshape(3, 2), chunks=1, scheduler=cluster_address)
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
+def test_local_cluster_client_matches_the_serial_loop(ew, local_cluster):
+    a1, a2 = seed_inputs((40, 45), seed=13)
+    mask = a1 <= SENTINEL
+    result = chunkmap.run(ew.add_or_boom, a2, a1, mask=mask, skip=ew.Boom, client=local_cluster)
+    ew.assert_matches_reference(result, ew.add_or_boom, [a2, a1], mask=mask, skip=ew.Boom)
+
+
+def test_current_client_with_scheduler_distributed(ew, local_cluster):
+    a = np.arange(100).reshape(10, 10)
+    result = chunkmap.run(ew.int_or_boom, a, a.T, skip=ew.Boom, chunks=9, scheduler="distributed")
+    ew.assert_matches_reference(result, ew.int_or_boom, [a, a.T], skip=ew.Boom)
+    result = chunkmap.run(ew.int_or_boom, a, skip=ew.Boom, scheduler=local_cluster)
+    ew.assert_matches_reference(result, ew.int_or_boom, [a], skip=ew.Boom)
+
+
+def test_scheduler_and_client_must_agree(local_cluster):
+    with pytest.raises(chunkmap.errors.SchedulerError, match="scheduler='threads' contradicts client="):
+        chunkmap.run(abs, np.arange(3), scheduler="threads", client=local_cluster)
+
+
+def big_incoming_transfers(dask_worker) -> int:
+    return sum(entry["total"] > 1_000_000 for entry in dask_worker.transfer_incoming_log)
+
+
+def test_inputs_reach_each_worker_once_not_per_task(local_cluster):
+    """200 tasks over 1.6 MB of inputs: each worker fetches the scattered inputs at most once."""
+    before = local_cluster.run(big_incoming_transfers)
+    a = np.random.default_rng(14).random(200_000)
+    result = chunkmap.run(abs, a, chunks=1000, client=local_cluster)
+    np.testing.assert_array_equal(result.values, a)
+    after = local_cluster.run(big_incoming_transfers)
+    assert all(after[w] - before[w] <= 1 for w in after)
+    assert local_cluster.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
