@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingFileError, MissingKeyError, OptionError
-from .header import NpyHeader, read_header
+from .header import NpyHeader
 from .reader import NpyReader
 from .rows import RowIterator
 
@@ -79,7 +79,7 @@ class NpyLibrary(Mapping[str, NpyReader]):
         if int(cache_bytes) < 0:
             raise OptionError(f"cache_bytes must be >= 0, got {cache_bytes}")
         self._paths = _paths(source, pattern)
-        self._headers: dict[str, NpyHeader] = {}
+        self._readers: dict[str, NpyReader] = {}  # created on first access, header included
         self.cache_bytes = int(cache_bytes)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cached_bytes = 0
@@ -87,7 +87,8 @@ class NpyLibrary(Mapping[str, NpyReader]):
         self._lock = threading.Lock()
 
     def __reduce__(self):
-        return (_rebuild, (self._paths, self.cache_bytes, dict(self._headers)))
+        headers = {k: r.header for k, r in self._readers.items()}
+        return (_rebuild, (self._paths, self.cache_bytes, headers))
 
     def __repr__(self) -> str:
         return f"NpyLibrary({len(self._paths)} arrays, cache_bytes={self.cache_bytes})"
@@ -114,13 +115,13 @@ class NpyLibrary(Mapping[str, NpyReader]):
 
     def header(self, key: str) -> NpyHeader:
         """Header of the array ``key``, read from the file on first use."""
-        h = self._headers.get(key)
-        if h is None:
-            h = self._headers[key] = read_header(self.path(key))
-        return h
+        return self[key].header
 
     def __getitem__(self, key: str) -> NpyReader:
-        return NpyReader(self.path(key), self.header(key))
+        r = self._readers.get(key)
+        if r is None:
+            r = self._readers[key] = NpyReader(self.path(key))
+        return r
 
     # -- reads ---------------------------------------------------------------------------------
     def _cached(self, key: str) -> np.ndarray | None:
@@ -133,10 +134,10 @@ class NpyLibrary(Mapping[str, NpyReader]):
                 self._cache.move_to_end(key)
                 self._hits += 1
                 return arr
-        h = self.header(key)
-        if h.nbytes > self.cache_bytes:
+        reader = self[key]
+        if reader.nbytes > self.cache_bytes:
             return None
-        arr = NpyReader(self.path(key), h).read()
+        arr = reader.read()
         arr.flags.writeable = False
         with self._lock:
             self._misses += 1
@@ -162,10 +163,12 @@ class NpyLibrary(Mapping[str, NpyReader]):
         -------
         numpy.ndarray
         """
-        arr = self._cached(key)
-        if arr is not None:
-            return arr[i]
-        return NpyReader(self.path(key), self.header(key)).read_row(i)
+        if self.cache_bytes:
+            arr = self._cached(key)
+            if arr is not None:
+                return arr[i]
+        r = self._readers.get(key)
+        return (r if r is not None else self[key]).read_row(i)
 
     def rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of array ``key``.
@@ -177,7 +180,7 @@ class NpyLibrary(Mapping[str, NpyReader]):
         arr = self._cached(key)
         if arr is not None:
             return arr[start:stop]
-        return NpyReader(self.path(key), self.header(key)).read_rows(start, stop)
+        return self[key].read_rows(start, stop)
 
     def load(self, key: str) -> np.ndarray:
         """The whole array ``key`` (read-only when it comes from the cache).
@@ -187,7 +190,7 @@ class NpyLibrary(Mapping[str, NpyReader]):
         numpy.ndarray
         """
         arr = self._cached(key)
-        return arr if arr is not None else NpyReader(self.path(key), self.header(key)).read()
+        return arr if arr is not None else self[key].read()
 
     def iter_rows(self, keys: Iterable[str] | None = None, *, prefetch: int = 256) -> RowIterator:
         """Rows of the arrays ``keys`` (all of them by default) one after the other, prefetched.
@@ -209,7 +212,7 @@ class NpyLibrary(Mapping[str, NpyReader]):
                 "arrays": len(self._cache),
                 "bytes": self._cached_bytes,
                 "budget": self.cache_bytes,
-                "headers": len(self._headers),
+                "headers": len(self._readers),
             }
 
     def clear_cache(self) -> None:
@@ -221,5 +224,5 @@ class NpyLibrary(Mapping[str, NpyReader]):
 
 def _rebuild(paths: dict[str, str], cache_bytes: int, headers: dict[str, NpyHeader]) -> NpyLibrary:
     lib = NpyLibrary(paths, cache_bytes=cache_bytes)
-    lib._headers.update(headers)
+    lib._readers.update({k: NpyReader(paths[k], h) for k, h in headers.items()})
     return lib

@@ -102,17 +102,21 @@ class NpyReader:
     >>> os.remove(path); os.rmdir(d)
     """
 
-    __slots__ = ("path", "header", "_row_shape", "_row_nbytes", "_c_layout")
+    __slots__ = ("path", "header", "_row_shape", "_row_nbytes", "_c_layout", "_n", "_fast", "_data_offset")
 
     def __init__(self, path: str | os.PathLike[str], header: NpyHeader | None = None) -> None:
         self.path: str = os.fspath(path)
         self.header: NpyHeader = read_header(self.path) if header is None else header
         h = self.header
         self._c_layout = h.c_layout
+        self._data_offset = h.data_offset
+        self._fast = h.c_layout and h.dtype.kind in "biufc"  # these dtypes export a buffer
         if h.shape:
+            self._n = h.shape[0]
             self._row_shape = h.shape[1:]
             self._row_nbytes = prod(self._row_shape) * h.dtype.itemsize
         else:
+            self._n = -1  # no rows
             self._row_shape = None
             self._row_nbytes = 0
 
@@ -261,21 +265,33 @@ class NpyReader:
         numpy.ndarray
             The row, C-contiguous (``out`` when given).
         """
-        shape = self.header.shape
-        if not shape:
-            raise IndexError("a 0-d array has no rows; use read() or read_flat(0, 1)")
-        n = shape[0]
-        i = operator.index(i)
+        n = self._n
+        if type(i) is not int:
+            i = operator.index(i)
         if i < 0:
             i += n
         if not 0 <= i < n:
+            if n < 0:
+                raise IndexError("a 0-d array has no rows; use read() or read_flat(0, 1)")
             raise IndexError(f"row {i} is out of range for {n} rows in {self.path!r}")
-        if self._c_layout:
-            if out is None:  # the hot path
+        if self._fast:  # the hot path: C layout, plain dtype, no out=
+            if out is None:
                 out = np.empty(self._row_shape, self.header.dtype)
-                swap = False
-            else:
-                out, swap = self._out(out, self._row_shape)
+                nbytes = self._row_nbytes
+                if nbytes:
+                    try:
+                        fd = os.open(self.path, _FLAGS)
+                    except FileNotFoundError:
+                        fd = _open(self.path)  # raises MissingFileError
+                    try:
+                        got = os.preadv(fd, [out], self._data_offset + i * nbytes)
+                        if got != nbytes:
+                            _pread_into(fd, out, nbytes, self._data_offset + i * nbytes, self.path)
+                    finally:
+                        os.close(fd)
+                return out
+        if self._c_layout:
+            out, swap = self._out(out, self._row_shape)
             return self._read_c(out, i * self._row_nbytes, swap)
         if out is None:
             return self.read_rows(i, i + 1)[0]

@@ -25,6 +25,7 @@ __all__ = ["RowIterator", "iter_rows"]
 
 Source = Union[str, "os.PathLike[str]", NpyReader]
 _BLOCK_BYTES = 1 << 20  # largest block the producer reads at once
+_FIRST_ROWS = 16  # rows of the first block, read in the caller's thread
 _POLL = 0.05  # seconds between checks of the stop flag while the queue is full
 _DONE = object()
 
@@ -46,24 +47,35 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _produce(sources: list[Source], q: queue.Queue, stop: threading.Event, prefetch: int) -> None:
+def _reader(src: Source) -> NpyReader:
+    reader = src if isinstance(src, NpyReader) else NpyReader(src)
+    if reader.ndim == 0:
+        raise IndexError(f"{reader.path!r} holds a 0-d array, which has no rows")
+    return reader
+
+
+def _block_rows(reader: NpyReader, budget_rows: int, budget_bytes: int) -> int:
+    row_nbytes = max(1, reader.nbytes // max(1, len(reader)))
+    return max(1, min(budget_rows, budget_bytes // row_nbytes))
+
+
+def _produce(
+    sources: list[Source], first_row: int, base: int, q: queue.Queue, stop: threading.Event, prefetch: int
+) -> None:
     """Thread body: read blocks of rows of every source in turn and queue them."""
     try:
-        size = 1
+        size = _FIRST_ROWS * 2
         for k, src in enumerate(sources):
             if stop.is_set():
                 return
-            reader = src if isinstance(src, NpyReader) else NpyReader(src)
-            if reader.ndim == 0:
-                raise IndexError(f"{reader.path!r} holds a 0-d array, which has no rows")
-            row_nbytes = max(1, reader.nbytes // max(1, len(reader)))
-            most = max(1, min(prefetch // 4, _BLOCK_BYTES // row_nbytes))
-            i, n = 0, len(reader)
+            reader = _reader(src)
+            most = _block_rows(reader, max(1, prefetch // 4), _BLOCK_BYTES)
+            i, n = (first_row if k == 0 else 0), len(reader)
             while i < n:
                 if stop.is_set():
                     return
                 j = min(n, i + min(size, most))
-                if not _put(q, (k, i, reader.read_rows(i, j)), stop):
+                if not _put(q, (base + k, i, reader.read_rows(i, j)), stop):
                     return
                 i, size = j, size * 2
         _put(q, _DONE, stop)
@@ -71,14 +83,15 @@ def _produce(sources: list[Source], q: queue.Queue, stop: threading.Event, prefe
         _put(q, _Failure(e), stop)
 
 
-def _shutdown(stop: threading.Event, q: queue.Queue, thread: threading.Thread) -> None:
+def _shutdown(stop: threading.Event, q: queue.Queue, holder: list) -> None:
     stop.set()
     try:
         while True:
             q.get_nowait()
     except queue.Empty:
         pass
-    if thread is not threading.current_thread():
+    thread = holder[0]
+    if thread is not None and thread is not threading.current_thread():
         thread.join(timeout=10)
 
 
@@ -96,9 +109,11 @@ class RowIterator(Iterator[Any]):
 
     Notes
     -----
-    Rows are read-only-by-convention views of blocks the iterator owns; copy a row to keep it
-    beyond the next few iterations without pinning its block. Errors met by the thread (a missing
-    or corrupt file) are raised by ``next()`` at the position where they occurred.
+    The first ``next()`` reads a small first block (up to 16 rows) itself, so the first row costs
+    one header parse and one read, not a thread start; the second ``next()`` starts the prefetch
+    thread, which continues after that block. Rows are views of blocks the iterator owns; copy a
+    row to keep it without pinning its block. Errors met by the thread (a missing or corrupt
+    file) are raised by ``next()`` at the position where they occurred.
 
     Examples
     --------
@@ -121,37 +136,79 @@ class RowIterator(Iterator[Any]):
     ) -> None:
         if isinstance(sources, (str, bytes, os.PathLike, NpyReader)):
             sources = [sources]
-        srcs = list(sources)
-        prefetch = max(1, int(prefetch))
+        self._sources: list[Source] | None = list(sources)
+        self._prefetch = max(1, int(prefetch))
         self._with_index = with_index
         self._block: np.ndarray | None = None
         self._src = self._row0 = self._pos = 0
-        stop = threading.Event()
-        q: queue.Queue = queue.Queue(maxsize=4)
-        self._queue = q
-        thread = threading.Thread(
-            target=_produce, args=(srcs, q, stop, prefetch), name="chunkmap-npy-prefetch", daemon=True
-        )
-        thread.start()
-        self._finalizer = weakref.finalize(self, _shutdown, stop, q, thread)
+        self._rest: tuple[list[Source], int, int] | None = None  # what the thread will read
+        self._stop = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._holder: list[threading.Thread | None] = [None]
+        self._finalizer = weakref.finalize(self, _shutdown, self._stop, self._queue, self._holder)
 
     def __iter__(self) -> RowIterator:
         return self
 
+    def _first_block(self) -> None:
+        """Read the first rows in the caller's thread; remember where the thread must go on."""
+        srcs, self._sources = self._sources or [], None
+        for k, src in enumerate(srcs):
+            try:
+                reader = _reader(src)
+            except BaseException:
+                self.close()
+                raise
+            n = len(reader)
+            if n == 0:
+                continue
+            j = min(n, _block_rows(reader, _FIRST_ROWS, _BLOCK_BYTES // 16))
+            self._src, self._row0, self._block, self._pos = k, 0, reader.read_rows(0, j), 0
+            rest = ([reader] if j < n else []) + srcs[k + 1 :]
+            self._rest = (rest, j if j < n else 0, k if j < n else k + 1) if rest else None
+            return
+        self.close()
+        raise StopIteration
+
+    def _start(self) -> None:
+        rest, first_row, base = self._rest
+        self._rest = None
+        thread = threading.Thread(
+            target=_produce,
+            args=(rest, first_row, base, self._queue, self._stop, self._prefetch),
+            name="chunkmap-npy-prefetch",
+            daemon=True,
+        )
+        self._holder[0] = thread
+        thread.start()
+
+    def _refill(self) -> None:
+        if not self._finalizer.alive:
+            raise StopIteration
+        if self._sources is not None:
+            return self._first_block()
+        if self._holder[0] is None:
+            if self._rest is None:
+                self.close()
+                raise StopIteration
+            self._start()
+        item = self._queue.get()
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, _Failure):
+            self.close()
+            raise item.exc
+        self._src, self._row0, self._block = item
+        self._pos = 0
+
     def __next__(self) -> Any:
         block = self._block
-        while block is None or self._pos >= len(block):
-            if not self._finalizer.alive:
-                raise StopIteration
-            item = self._queue.get()
-            if item is _DONE:
-                self.close()
-                raise StopIteration
-            if isinstance(item, _Failure):
-                self.close()
-                raise item.exc
-            self._src, self._row0, block = item
-            self._block, self._pos = block, 0
+        if block is None or self._pos >= len(block):
+            self._refill()
+            block = self._block
+        elif self._rest is not None:  # second row: the prefetch thread starts now
+            self._start()
         pos = self._pos
         self._pos = pos + 1
         if self._with_index:
@@ -161,6 +218,8 @@ class RowIterator(Iterator[Any]):
     def close(self) -> None:
         """Stop the prefetch thread and wait for it; further ``next()`` raise StopIteration."""
         self._block = None
+        self._rest = None
+        self._sources = None
         self._finalizer()
 
     @property

@@ -112,3 +112,20 @@ def test_first_row_is_quick(files):
     it.close()
     assert row.shape == (2, 3)
     assert elapsed < 0.1  # ~0.1-0.3 ms on a quiet machine; generous for a loaded one
+
+
+def test_first_row_is_read_before_any_thread_starts(files, live_prefetch_threads):
+    assert _wait_no_threads(live_prefetch_threads) == []
+    it = RowIterator(files, with_index=True)
+    assert next(it)[:2] == (0, 0)
+    assert live_prefetch_threads() == []  # served by the caller's own read
+    rest = list(it)
+    assert [(s, i) for s, i, _ in rest] == [(s, i) for s in range(5) for i in range(300)][1:]
+    assert _wait_no_threads(live_prefetch_threads) == []
+
+
+def test_single_short_file_needs_no_thread(tmp_path, live_prefetch_threads):
+    np.save(tmp_path / "a.npy", np.arange(5))
+    it = RowIterator(tmp_path / "a.npy")
+    assert [int(x) for x in it] == [0, 1, 2, 3, 4]
+    assert it.closed and it._holder == [None]
