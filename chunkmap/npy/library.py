@@ -28,13 +28,12 @@ from .rows import RowIterator
 __all__ = ["NpyLibrary"]
 
 
-def _paths(source: Any, pattern: str) -> dict[str, str]:
-    if isinstance(source, (str, os.PathLike)):
-        folder = os.fspath(source)
-        if not os.path.isdir(folder):
-            raise MissingFileError(f"no folder at {folder!r}; pass a folder of .npy files or a list of paths")
-        names = sorted(e.name for e in os.scandir(folder) if fnmatch.fnmatch(e.name, pattern))
-        return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in names}
+def _list_folder(folder: str, pattern: str) -> dict[str, str]:
+    names = sorted(fnmatch.filter(os.listdir(folder), pattern))
+    return {os.path.splitext(n)[0]: f"{folder}{os.sep}{n}" for n in names}
+
+
+def _paths(source: Any) -> dict[str, str]:
     if isinstance(source, Mapping):
         return {str(k): os.fspath(p) for k, p in source.items()}
     if isinstance(source, Iterable):
@@ -52,7 +51,9 @@ class NpyLibrary(Mapping[str, NpyReader]):
     source : folder, iterable of paths, or mapping of name to path
         A folder gives the files matching ``pattern``, named by file name without extension; a
         list of paths is named by the paths as given; a mapping by its keys. Files are not opened
-        here.
+        here, and a folder is listed only when the library is iterated, measured or searched
+        (``len``, ``in``): with the default pattern, ``lib[name]`` goes straight to
+        ``folder/name.npy``, so the first row costs the same for ten files or a million.
     cache_bytes : int, default 0
         Budget of the least-recently-used cache of whole arrays; 0 disables the cache and every
         row is read from disk (a few microseconds from the page cache).
@@ -78,7 +79,16 @@ class NpyLibrary(Mapping[str, NpyReader]):
     def __init__(self, source: Any, *, cache_bytes: int = 0, pattern: str = "*.npy") -> None:
         if int(cache_bytes) < 0:
             raise OptionError(f"cache_bytes must be >= 0, got {cache_bytes}")
-        self._paths = _paths(source, pattern)
+        self._folder: str | None = None
+        self._pattern = pattern
+        self._listed: dict[str, str] | None = None
+        if isinstance(source, (str, os.PathLike)):
+            folder = os.fspath(source)
+            if not os.path.isdir(folder):
+                raise MissingFileError(f"no folder at {folder!r}; pass a folder of .npy files or a list of paths")
+            self._folder = folder
+        else:
+            self._listed = _paths(source)
         self._readers: dict[str, NpyReader] = {}  # created on first access, header included
         self.cache_bytes = int(cache_bytes)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -87,11 +97,19 @@ class NpyLibrary(Mapping[str, NpyReader]):
         self._lock = threading.Lock()
 
     def __reduce__(self):
-        headers = {k: r.header for k, r in self._readers.items()}
-        return (_rebuild, (self._paths, self.cache_bytes, headers))
+        headers = {k: (r.path, r.header) for k, r in self._readers.items()}
+        source = self._folder if self._folder is not None else self._listed
+        return (_rebuild, (source, self.cache_bytes, self._pattern, headers))
+
+    @property
+    def _paths(self) -> dict[str, str]:
+        if self._listed is None:
+            self._listed = _list_folder(self._folder, self._pattern)
+        return self._listed
 
     def __repr__(self) -> str:
-        return f"NpyLibrary({len(self._paths)} arrays, cache_bytes={self.cache_bytes})"
+        what = f"{len(self._listed)} arrays" if self._listed is not None else f"folder {self._folder!r}"
+        return f"NpyLibrary({what}, cache_bytes={self.cache_bytes})"
 
     # -- mapping -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -103,15 +121,31 @@ class NpyLibrary(Mapping[str, NpyReader]):
     def __contains__(self, key: object) -> bool:
         return key in self._paths
 
+    def _missing(self, key: object) -> MissingKeyError:
+        where = f"in {self._folder!r}" if self._folder is not None else f"among {len(self._paths)} arrays"
+        return MissingKeyError(
+            f"no array named {key!r} {where}; names are file names without .npy (see list(library))"
+        )
+
+    def _direct(self, key: object) -> bool:
+        """True when ``key`` resolves to folder/key.npy without listing the folder."""
+        return (
+            self._listed is None
+            and self._pattern == "*.npy"
+            and isinstance(key, str)
+            and key not in ("", ".", "..")
+            and os.sep not in key
+            and (os.altsep is None or os.altsep not in key)
+        )
+
     def path(self, key: str) -> str:
         """Path of the array named ``key``."""
+        if self._direct(key):
+            return f"{self._folder}{os.sep}{key}.npy"
         try:
             return self._paths[key]
-        except KeyError:
-            raise MissingKeyError(
-                f"no array named {key!r} in this library of {len(self._paths)}; names are file "
-                f"names without .npy (see list(library))"
-            ) from None
+        except (KeyError, TypeError):
+            raise self._missing(key) from None
 
     def header(self, key: str) -> NpyHeader:
         """Header of the array ``key``, read from the file on first use."""
@@ -120,7 +154,14 @@ class NpyLibrary(Mapping[str, NpyReader]):
     def __getitem__(self, key: str) -> NpyReader:
         r = self._readers.get(key)
         if r is None:
-            r = self._readers[key] = NpyReader(self.path(key))
+            direct = self._direct(key)
+            try:
+                r = NpyReader(self.path(key))
+            except MissingFileError:
+                if direct:
+                    raise self._missing(key) from None
+                raise
+            self._readers[key] = r
         return r
 
     # -- reads ---------------------------------------------------------------------------------
@@ -222,7 +263,9 @@ class NpyLibrary(Mapping[str, NpyReader]):
             self._cached_bytes = 0
 
 
-def _rebuild(paths: dict[str, str], cache_bytes: int, headers: dict[str, NpyHeader]) -> NpyLibrary:
-    lib = NpyLibrary(paths, cache_bytes=cache_bytes)
-    lib._readers.update({k: NpyReader(paths[k], h) for k, h in headers.items()})
+def _rebuild(
+    source: Any, cache_bytes: int, pattern: str, headers: dict[str, tuple[str, NpyHeader]]
+) -> NpyLibrary:
+    lib = NpyLibrary(source, cache_bytes=cache_bytes, pattern=pattern)
+    lib._readers.update({k: NpyReader(p, h) for k, (p, h) in headers.items()})
     return lib

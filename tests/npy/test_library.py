@@ -61,9 +61,27 @@ def test_errors(folder):
         NpyLibrary(folder, cache_bytes=-1)
     with pytest.raises(OptionError):
         NpyLibrary(3)
+    with pytest.raises(MissingKeyError):
+        lib.row("../a1", 0)  # names never walk out of the folder
     (folder / "a0.npy").unlink()
+    with pytest.raises(MissingKeyError):  # resolved without listing: the name is unknown
+        NpyLibrary(folder).row("a0", 0)
+    assert "a0" in lib  # listed before the unlink: the file has vanished
     with pytest.raises(MissingFileError):
         lib.row("a0", 0)
+
+
+def test_first_row_does_not_list_the_folder(folder):
+    lib = NpyLibrary(folder)
+    assert lib.row("a4", 0)[0] == 4 and lib._listed is None
+    assert "folder" in repr(lib)
+    lib2 = pickle.loads(pickle.dumps(lib))
+    assert lib2._listed is None and lib2.cache_info()["headers"] == 1 and lib2.row("a2", 1)[0] == 2
+    assert len(lib) == 6 and lib._listed is not None
+    other = NpyLibrary(folder, pattern="a[12].npy")
+    assert list(other) == ["a1", "a2"]
+    with pytest.raises(MissingKeyError):
+        other.row("a3", 0)
 
 
 def test_lru_cache_respects_the_budget(folder):
