@@ -61,12 +61,14 @@ int slowlib_compute(double a, double b, long long *out)
     if (cost > 0) {
         slowlib_busy_wait(cost);
     }
-    fa = floor(1000.0 * a);
-    fb = floor(1000.0 * b);
+    fa = 1000.0 * a;
+    fb = 1000.0 * b;
     /* The negated comparisons are also true for NaN. */
     if (!(fabs(fa) < SLOWLIB_LIMIT) || !(fabs(fb) < SLOWLIB_LIMIT)) {
         return SLOWLIB_ERANGE;
     }
+    fa = floor(fa);
+    fb = floor(fb);
     k = (long long)fa + (long long)fb;
     if (k % 37 == 0) {
         return SLOWLIB_EDOMAIN;

@@ -12,7 +12,7 @@
  *     if a == SLOWLIB_CRASH_VALUE: segmentation fault (the process dies)
  *     if a == SLOWLIB_HANG_VALUE:  never returns (sleeps 1 s in a loop)
  *     busy-wait slowlib_get_cost_ns() nanoseconds
- *     if a or b is NaN/inf, or abs(floor(1000*x)) >= 2**62 for x in (a, b):
+ *     if not abs(1000*x) < 2**62 for x in (a, b) (true for NaN and inf):
  *         return SLOWLIB_ERANGE
  *     k = floor(1000*a) + floor(1000*b)        (64-bit signed integers)
  *     if k % 37 == 0: return SLOWLIB_EDOMAIN   (true for negative k too)

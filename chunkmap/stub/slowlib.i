@@ -11,7 +11,7 @@
  *
  * The computation, for a and b converted to C double (Python reference):
  *   a == CRASH_VALUE -> segmentation fault; a == HANG_VALUE -> never returns
- *   a or b not finite, or abs(math.floor(1000*x)) >= 2**62 -> InternalError
+ *   not abs(1000*x) < 2**62 for x in (a, b) (NaN, inf, huge) -> InternalError
  *   k = math.floor(1000*a) + math.floor(1000*b)
  *   k % 37 == 0 -> InternalError (~2.7 % of random inputs), else return k
  *

@@ -1,0 +1,54 @@
+"""Example SWIG-wrapped C library: a slow scalar function that sometimes fails.
+
+``chunkmap.stub.slowlib`` stands in for a user's C library wrapped with SWIG. Its
+sources (``slowlib.h``, ``slowlib.c``, ``slowlib.i``) ship in this package; ``pip
+install`` builds the extension module ``chunkmap.stub._slowlib`` (``swig -builtin``)
+and the SWIG proxy module ``slowlib.py``. Import it as
+``from chunkmap.stub import slowlib``.
+
+Routine Listings
+----------------
+slowlib.slow_computation(a, b) -> int
+    The computation below, holding the GIL during the C call.
+slowlib.slow_computation_nogil(a, b) -> int
+    The same, with the GIL released during the C call.
+slowlib.set_cost_ns(ns), slowlib.get_cost_ns() -> int
+    Busy-wait of ``ns`` nanoseconds done by every call (``ValueError`` if
+    negative). The initial value is read from the environment variable
+    ``SLOWLIB_COST_NS`` when the module is loaded (default 0), so worker
+    processes started later inherit it.
+slowlib.InternalError
+    Subclass of ``Exception`` raised for the library's error codes; its message
+    names the inputs. Functions and exception pickle by reference.
+slowlib.CRASH_VALUE = -666.0
+    ``a == CRASH_VALUE`` kills the process with a real segmentation fault.
+slowlib.HANG_VALUE = -777.0
+    ``a == HANG_VALUE`` never returns (sleeps 1 s in a loop; the GIL stays
+    held in ``slow_computation``, released in ``slow_computation_nogil``).
+
+Notes
+-----
+``a`` and ``b`` may be ``int`` or ``float`` (or float subclasses such as
+``numpy.float64``; like any default SWIG wrapper, other numpy scalars raise
+``TypeError``). Converted to float, they give, in pure Python::
+
+    for x in (a, b):
+        if not abs(1000 * x) < 2**62:  # also true for NaN and inf
+            raise InternalError  # code 2: input not finite or too large
+    k = math.floor(1000 * a) + math.floor(1000 * b)
+    if k % 37 == 0:
+        raise InternalError  # code 1: about 2.7 % of random inputs
+    return k
+
+Examples
+--------
+>>> from chunkmap.stub import slowlib
+>>> slowlib.slow_computation(0.5, 0.25)
+750
+>>> slowlib.slow_computation_nogil(2, -1.5)
+500
+>>> slowlib.slow_computation(0.5, 0.24)
+Traceback (most recent call last):
+    ...
+chunkmap.stub.slowlib.InternalError: slowlib_compute(0.5, 0.24): input outside the library's domain (code 1)
+"""
