@@ -1,0 +1,474 @@
+"""SlotPool: N pre-allocated shared arrays passed between producers and consumers as tokens.
+
+The seed's loader/processor pattern as a class. Producers take a *free* slot, fill it and
+publish it; consumers take a *filled* slot, use it and release it. Only slot indices move
+between processes; the arrays stay where they are.
+
+How it works, and why shutdown cannot hang
+    The free and filled queues are two rings of slot indices in a small shared segment, guarded
+    by one lock; two counting semaphores hold one token per queued index. Ending or closing the
+    pool adds one extra *poison* token: a party that takes a token and finds the pool closed
+    (or, for consumers, the data ended and nothing left to consume) puts the token back before
+    returning, so every blocked party -- and every later one -- wakes up, however many there are.
+    There are no feeder threads or pipes (the shutdown hang of ``multiprocessing.Queue``),
+    every wait takes a ``timeout``, and the lock is only held for a few index moves (a wait for
+    it longer than :data:`LOCK_TIMEOUT` means its holder died, and raises).
+
+    - end of data: each of the ``producers`` producers calls :meth:`SlotPool.finish` (or leaves
+      ``with pool.producing():``); consumers drain the filled slots, then :meth:`get_filled`
+      returns None and :meth:`filled` stops.
+    - an exception inside ``with slot:`` or ``with pool.producing():`` aborts the pool with a
+      description of it; everyone else gets :class:`~chunkmap.shm.PoolClosedError` carrying it.
+    - :meth:`close` does the same with reason ``"closed"`` and, in the creating process, unlinks
+      the segments (processes that have them mapped keep using their memory safely).
+
+The pool pickles -- so it can be an argument of a ``multiprocessing.Process`` or a pool
+initializer, started with fork or spawn -- as its segments' names and its semaphores. The
+semaphores come from the spawn context so they work in both; like every multiprocessing lock,
+they can only be pickled while a process is being started (not put on a queue later).
+
+>>> pool = SlotPool(2, (3,), "float32")
+>>> with pool.get_free(timeout=1) as slot:          # producer: fill, then publish at the end
+...     slot.array[:] = [1, 2, 3]
+>>> pool.finish()                                   # the only producer is done
+>>> [float(slot.array.sum()) for slot in pool.filled(timeout=1)]
+[6.0]
+>>> pool.close()
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, OptionError
+from .array import SharedArray
+from .errors import PoolClosedError, PoolTimeoutError, SharedMemoryError
+
+__all__ = ["SlotPool", "Slot", "LOCK_TIMEOUT"]
+
+LOCK_TIMEOUT = 30.0
+"""Seconds a party waits for the pool's lock before concluding its holder died."""
+
+# layout of the int64 state segment
+_CLOSED, _FINISHED, _PRODUCERS, _FREE_HEAD, _FREE_COUNT, _FILLED_HEAD, _FILLED_COUNT, _HEADER = range(8)
+_REASON_BYTES = 512
+# per-slot state
+_FREE, _FILLING, _FILLED, _USING = range(4)
+_STATE_NAMES = {_FREE: "free", _FILLING: "held by a producer", _FILLED: "filled", _USING: "held by a consumer"}
+
+
+class Slot:
+    """A slot taken from a :class:`SlotPool`: its index and its array.
+
+    As a context manager, a slot from :meth:`SlotPool.get_free` is published at the end of the
+    block and one from :meth:`SlotPool.get_filled` is released; if the block raises, the pool is
+    aborted (waking every other party) and the exception propagates.
+
+    Attributes
+    ----------
+    index : int
+        The slot's index in the pool.
+    array : numpy.ndarray
+        The slot's shared array.
+    role : str
+        ``"producer"`` or ``"consumer"``.
+    """
+
+    __slots__ = ("pool", "index", "array", "role", "done")
+
+    def __init__(self, pool: SlotPool, index: int, role: str) -> None:
+        self.pool = pool
+        self.index = index
+        self.array = pool.arrays[index]
+        self.role = role
+        self.done = False
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self.done:
+            return
+        if exc is None:
+            if self.role == "producer":
+                self.pool.publish(self)
+            else:
+                self.pool.release(self)
+        elif not isinstance(exc, PoolClosedError):
+            self.pool.abort(f"a {self.role} (pid {os.getpid()}) raised {exc_type.__name__}: {exc}")
+
+    def __repr__(self) -> str:
+        return f"Slot(index={self.index}, role={self.role!r})"
+
+
+class SlotPool:
+    """``slots`` shared arrays of one shape and dtype, passed around as free/filled tokens.
+
+    Parameters
+    ----------
+    slots : int
+        Number of pre-allocated arrays (2 gives double buffering).
+    shape : int or sequence of int
+        Shape of each array.
+    dtype : numpy dtype-like
+        Their dtype (default float64).
+    producers : int
+        How many producers will call :meth:`finish`; the data ends when all have.
+
+    Examples
+    --------
+    Producer process::
+
+        with pool.producing():                  # finish() at the end, abort() on an exception
+            for chunk in source:
+                with pool.get_free(timeout=60) as slot:
+                    slot.array[...] = chunk     # published when the block ends
+
+    Consumer process::
+
+        with pool.consuming():                  # abort() on an exception
+            for slot in pool.filled(timeout=60):   # until every producer has finished
+                with slot:                      # released when the block ends
+                    use(slot.array)
+    """
+
+    def __init__(
+        self, slots: int, shape: int | Sequence[int], dtype: Any = np.float64, *, producers: int = 1
+    ) -> None:
+        if int(slots) < 1:
+            raise OptionError(f"slots must be at least 1, got {slots!r}")
+        if int(producers) < 1:
+            raise OptionError(f"producers must be at least 1, got {producers!r}")
+        n = int(slots)
+        self._slots = [SharedArray.create(shape, dtype) for _ in range(n)]
+        self._state = SharedArray.create(_HEADER + 3 * n + _REASON_BYTES // 8, np.int64)
+        st = self._state.array
+        st[_PRODUCERS] = int(producers)
+        st[_HEADER : _HEADER + n] = np.arange(n)  # the free ring holds every slot
+        st[_FREE_COUNT] = n
+        ctx = multiprocessing.get_context("spawn")  # named semaphores: usable under fork and spawn
+        self._lock = ctx.Lock()
+        self._free_sem = ctx.Semaphore(n)
+        self._filled_sem = ctx.Semaphore(0)
+        self._setup()
+
+    def _setup(self) -> None:
+        self._n = len(self._slots)
+        self.arrays: list[np.ndarray] = [s.array for s in self._slots]
+        """The slots' numpy arrays, indexed like the slots."""
+        st = self._state.array
+        self._st = st
+        self._rings = st[_HEADER : _HEADER + 2 * self._n].reshape(2, self._n)
+        self._slot_state = st[_HEADER + 2 * self._n : _HEADER + 3 * self._n]
+        self._reason = st[_HEADER + 3 * self._n :].view(np.uint8)
+        self._closed_here = False
+        self._final_reason = ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._closed_here:
+            raise PoolClosedError("closed")
+        return {
+            "slots": self._slots,
+            "state": self._state,
+            "locks": (self._lock, self._free_sem, self._filled_sem),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._slots = state["slots"]
+        self._state = state["state"]
+        self._lock, self._free_sem, self._filled_sem = state["locks"]
+        self._setup()
+
+    # -- properties ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._slots[0].shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._slots[0].dtype
+
+    @property
+    def closed(self) -> bool:
+        """True once the pool was closed or aborted (by any process)."""
+        return self._closed_here or bool(self._st[_CLOSED])
+
+    @property
+    def reason(self) -> str:
+        """Why the pool was closed ("" while it is open)."""
+        if self._closed_here:
+            return self._final_reason
+        return bytes(self._reason).rstrip(b"\0").decode("utf-8", "replace")
+
+    @property
+    def finished(self) -> bool:
+        """True once every producer has called :meth:`finish`."""
+        if self._closed_here:
+            return False
+        return self._st[_FINISHED] >= self._st[_PRODUCERS]
+
+    # -- internals -------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self._closed_here:
+            raise PoolClosedError(self.reason or "closed")
+        if not self._lock.acquire(timeout=LOCK_TIMEOUT):
+            raise SharedMemoryError(
+                f"the slot pool's lock was held for more than {LOCK_TIMEOUT} s: a process probably died "
+                f"while holding it; close the pool and start again"
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _push(self, ring: int, index: int) -> None:
+        head, count = (_FREE_HEAD, _FREE_COUNT) if ring == 0 else (_FILLED_HEAD, _FILLED_COUNT)
+        st = self._st
+        self._rings[ring, (st[head] + st[count]) % self._n] = index
+        st[count] += 1
+
+    def _pop(self, ring: int) -> int:
+        head, count = (_FREE_HEAD, _FREE_COUNT) if ring == 0 else (_FILLED_HEAD, _FILLED_COUNT)
+        st = self._st
+        index = int(self._rings[ring, st[head]])
+        st[head] = (st[head] + 1) % self._n
+        st[count] -= 1
+        return index
+
+    def _raise_closed(self) -> None:
+        raise PoolClosedError(self.reason or "closed")
+
+    def _acquire(self, sem: Any, timeout: float | None, what: str) -> None:
+        if self._closed_here:
+            self._raise_closed()
+        if not sem.acquire(timeout=timeout):
+            if self.closed:
+                self._raise_closed()
+            raise PoolTimeoutError(f"no {what} slot within {timeout} s")
+
+    def _expect(self, slot: Slot, state: int, action: str) -> None:
+        if slot.pool._state.name != self._state.name or not 0 <= slot.index < self._n:
+            raise InputError(f"{slot!r} does not belong to this pool")
+        if slot.done or self._slot_state[slot.index] != state:
+            now = "already handed on" if slot.done else _STATE_NAMES[int(self._slot_state[slot.index])]
+            raise InputError(f"cannot {action} slot {slot.index}: it is {now}")
+
+    # -- producer side ---------------------------------------------------------------------------
+    def get_free(self, timeout: float | None = None) -> Slot:
+        """Take a free slot to fill (blocks until one is free).
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait at most; None waits until a slot is free or the pool is closed.
+
+        Returns
+        -------
+        Slot
+            Publish it with :meth:`publish` (or use it as a context manager).
+
+        Raises
+        ------
+        PoolClosedError
+            If the pool is closed or aborted, before or while waiting.
+        PoolTimeoutError
+            If no slot became free in time.
+        """
+        self._acquire(self._free_sem, timeout, "free")
+        with self._locked():
+            if self._st[_CLOSED] or self._st[_FREE_COUNT] == 0:
+                self._free_sem.release()  # pass the wake-up on
+                self._raise_closed()
+            index = self._pop(0)
+            self._slot_state[index] = _FILLING
+        return Slot(self, index, "producer")
+
+    def publish(self, slot: Slot) -> None:
+        """Hand a filled slot to the consumers.
+
+        Raises
+        ------
+        PoolClosedError
+            If the pool was closed meanwhile (the data is dropped).
+        """
+        with self._locked():
+            self._expect(slot, _FILLING, "publish")
+            slot.done = True
+            if self._st[_CLOSED]:
+                self._raise_closed()
+            self._slot_state[slot.index] = _FILLED
+            self._push(1, slot.index)
+        self._filled_sem.release()
+
+    def finish(self) -> None:
+        """Declare that this producer has no more data (call once per producer).
+
+        When all ``producers`` have finished, consumers drain what is filled and then stop.
+        """
+        with self._locked():
+            self._st[_FINISHED] += 1
+            last = self._st[_FINISHED] == self._st[_PRODUCERS]
+        if last:
+            self._filled_sem.release()  # the end-of-data token
+
+    @contextmanager
+    def producing(self) -> Iterator[SlotPool]:
+        """Context manager for one producer: :meth:`finish` on success, :meth:`abort` on an exception.
+
+        A :class:`PoolClosedError` (someone else failed or closed the pool) ends the block quietly.
+        """
+        try:
+            yield self
+        except PoolClosedError:
+            return
+        except BaseException as exc:
+            self.abort(f"a producer (pid {os.getpid()}) raised {type(exc).__name__}: {exc}")
+            raise
+        if not self.closed:
+            self.finish()
+
+    # -- consumer side ---------------------------------------------------------------------------
+    @contextmanager
+    def consuming(self) -> Iterator[SlotPool]:
+        """Context manager for one consumer: :meth:`abort` on an exception.
+
+        A :class:`PoolClosedError` (someone else failed or closed the pool) ends the block quietly.
+        """
+        try:
+            yield self
+        except PoolClosedError:
+            return
+        except BaseException as exc:
+            self.abort(f"a consumer (pid {os.getpid()}) raised {type(exc).__name__}: {exc}")
+            raise
+
+    def get_filled(self, timeout: float | None = None) -> Slot | None:
+        """Take a filled slot to use (blocks until one is published or the data ends).
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait at most; None waits until a slot is filled, the data ends or the
+            pool is closed.
+
+        Returns
+        -------
+        Slot or None
+            A slot to :meth:`release` after use, or None once every producer has finished and
+            every filled slot was taken.
+
+        Raises
+        ------
+        PoolClosedError
+            If the pool is closed or aborted.
+        PoolTimeoutError
+            If nothing arrived in time.
+        """
+        self._acquire(self._filled_sem, timeout, "filled")
+        with self._locked():
+            if self._st[_CLOSED] or self._st[_FILLED_COUNT] == 0:
+                self._filled_sem.release()  # pass the end-of-data or closing token on
+                if self._st[_CLOSED]:
+                    self._raise_closed()
+                return None
+            index = self._pop(1)
+            self._slot_state[index] = _USING
+        return Slot(self, index, "consumer")
+
+    def release(self, slot: Slot) -> None:
+        """Give a used slot back to the producers (does nothing once the pool is closed)."""
+        if self.closed:
+            slot.done = True
+            return
+        with self._locked():
+            self._expect(slot, _USING, "release")
+            slot.done = True
+            self._slot_state[slot.index] = _FREE
+            self._push(0, slot.index)
+        self._free_sem.release()
+
+    def filled(self, timeout: float | None = None) -> Iterator[Slot]:
+        """Iterate over filled slots until the data ends.
+
+        Each slot is released when the loop moves on (or use ``with slot:`` in the loop body, which
+        also aborts the pool if the body raises).
+
+        Parameters
+        ----------
+        timeout : float or None
+            Passed to each :meth:`get_filled`.
+
+        Raises
+        ------
+        PoolClosedError, PoolTimeoutError
+            As :meth:`get_filled`.
+        """
+        while True:
+            slot = self.get_filled(timeout)
+            if slot is None:
+                return
+            try:
+                yield slot
+            finally:
+                if not slot.done:
+                    self.release(slot)
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def abort(self, reason: str) -> None:
+        """Close the pool for every process, recording ``reason``; wakes every blocked party.
+
+        The first reason is kept; later calls do nothing.
+        """
+        if self._closed_here:
+            return
+        with self._locked():
+            if self._st[_CLOSED]:
+                return
+            data = reason.encode("utf-8", "replace")[: _REASON_BYTES - 1]
+            self._reason[:] = 0
+            self._reason[: len(data)] = np.frombuffer(data, np.uint8)
+            self._st[_CLOSED] = 1
+        self._free_sem.release()  # one wake-up token each; every woken party passes it on
+        self._filled_sem.release()
+
+    def close(self) -> None:
+        """Abort the pool with reason ``"closed"`` (if still open) and drop this process's mappings.
+
+        In the creating process, also unlink the segments. Calling it again does nothing.
+        """
+        if self._closed_here:
+            return
+        try:
+            self.abort("closed")
+        except SharedMemoryError:  # a dead lock holder: still release what we hold
+            pass
+        self._final_reason = self.reason
+        self._closed_here = True
+        for sa in [*self._slots, self._state]:
+            if sa.owner:
+                sa.unlink()
+            sa.close()
+        self.arrays = []
+        self._st = None  # type: ignore[assignment]
+        self._rings = self._slot_state = self._reason = None  # type: ignore[assignment]
+
+    def __enter__(self) -> SlotPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"SlotPool(slots={self._n}, shape={self.shape}, dtype={self.dtype}, {state})"
+

@@ -1,0 +1,381 @@
+"""Shared-memory segments: create, attach once per process, unlink, and the /dev/shm fallback.
+
+A segment is a POSIX shared-memory object (``/dev/shm/<name>``) or, when /dev/shm is missing or
+too small, a file in a temporary directory; either is mapped with ``mmap(MAP_SHARED)``. A segment's
+*name* says which: a bare ``chunkmap_...`` token is a POSIX object, an absolute path is a file.
+
+Why not :class:`multiprocessing.shared_memory.SharedMemory`
+    On Python <= 3.12 every ``SharedMemory(name)`` -- attachments too -- registers the segment
+    with the resource tracker, and a process that exits unlinks (through the tracker) segments
+    other processes still use, with a "leaked shared_memory" warning. Here ``_posixshmem.shm_open``
+    and :class:`mmap.mmap` are called directly: only the *creating* process registers the segment.
+
+What is guaranteed about cleanup
+    - The creating process unlinks the segment when the owning object is unlinked, closed as a
+      context manager, garbage collected, or at interpreter exit (a
+      :class:`multiprocessing.util.Finalize`, which also runs at the end of a
+      ``multiprocessing.Process``, and which a forked child does not inherit). Only the creating
+      process ever unlinks automatically, so a forked child exiting never removes its parent's
+      segment.
+    - If the creating process is killed (SIGKILL), a POSIX segment is unlinked by Python's
+      resource tracker when the last process sharing that tracker exits (the tracker then prints
+      its "leaked shared_memory" warning: this is the one case where it does, and rightly).
+    - Whatever is left by processes that died (files of the fallback, which the tracker cannot
+      remove, or segments of a killed process tree) is swept the next time a process in the same
+      PID namespace creates a segment in that directory: names carry the PID namespace and the
+      creator's PID, and a name whose creator no longer exists is unlinked.
+    - Attached mappings are never unlinked by their process, so an attaching child killed
+      mid-use leaves nothing behind. Unlinking only removes the name: processes that have it
+      mapped keep valid memory until they drop it.
+
+Mappings per process
+    :func:`attach` keeps a per-process cache name -> weak reference to the ``mmap``: attaching the
+    same segment again (1000 tasks carrying the same reference) reuses the mapping, and the
+    creating process gets its own mapping back. The mapping is unmapped once no numpy view of it
+    is left, so a long-lived worker does not pin the memory of finished runs.
+
+Space
+    The segment is reserved with ``posix_fallocate`` at creation: a full /dev/shm (the 64 MB
+    default of Docker) then fails at creation, and falls back to a file, instead of killing the
+    process with SIGBUS at the first write past the limit. The fallback is announced once per
+    process with a :class:`~chunkmap.shm.SharedMemoryFallbackWarning`. Setting the environment
+    variable ``CHUNKMAP_SHM_DIR`` to a directory makes every new segment a file there, without a
+    warning (the explicit choice).
+
+>>> seg = create(1000)
+>>> seg.mmap[:3] = b"abc"
+>>> attach(seg.name).mmap is seg.mmap        # same process: the same mapping
+True
+>>> seg.unlink()
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import secrets
+import tempfile
+import threading
+import warnings
+import weakref
+from multiprocessing import resource_tracker, util
+
+from ..errors import MissingFileError
+from .errors import SharedMemoryError, SharedMemoryFallbackWarning
+
+try:  # POSIX shared memory, as multiprocessing.shared_memory uses it
+    import _posixshmem
+except ImportError:  # pragma: no cover - Windows: files only
+    _posixshmem = None
+
+__all__ = ["Segment", "create", "attach", "DEV_SHM", "ENV_DIR", "PREFIX"]
+
+DEV_SHM = "/dev/shm"
+"""Where POSIX shared memory lives on Linux; its free space is checked before creating."""
+ENV_DIR = "CHUNKMAP_SHM_DIR"
+"""Environment variable: a directory where segments are created as memory-mapped files."""
+PREFIX = "chunkmap"
+"""Every segment name starts with this."""
+
+
+def _pid_namespace() -> str:
+    try:
+        return "%x" % os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return "0"
+
+
+_NS = _pid_namespace()
+_MAPPINGS: dict[str, weakref.ref] = {}  # name -> weak reference to the process's mmap
+_OWNED: weakref.WeakValueDictionary[str, Segment] = weakref.WeakValueDictionary()
+_WARNED: set[str] = set()  # fallback directories already announced
+_SWEPT: set[str] = set()  # directories already swept of dead processes' segments
+_LOCK = threading.Lock()
+
+
+def _reset_lock_after_fork() -> None:
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_lock_after_fork)
+
+
+class Segment:
+    """One mapped segment.
+
+    Made by :func:`create` (this process owns the segment) or :func:`attach`. A segment of the
+    creating process is unlinked by :meth:`unlink`, when the object is garbage collected, or at
+    exit, whichever comes first.
+
+    Attributes
+    ----------
+    name : str
+        ``chunkmap_...`` (a POSIX shared-memory object) or an absolute path (a file).
+    mmap : mmap.mmap or None
+        The mapping; ``None`` once :meth:`close` was called.
+    """
+
+    __slots__ = ("name", "mmap", "_finalizer", "_creator", "__weakref__")
+
+    def __init__(self, name: str, mm: mmap.mmap, owner: bool = False) -> None:
+        self.name = name
+        self.mmap: mmap.mmap | None = mm
+        self._finalizer = None
+        self._creator = os.getpid() if owner else -1
+        if owner:
+            self._finalizer = util.Finalize(self, _unlink, args=(name, self._creator), exitpriority=10)
+
+    @property
+    def size(self) -> int:
+        """Size of the segment in bytes."""
+        return len(self.mmap) if self.mmap is not None else 0
+
+    @property
+    def owner(self) -> bool:
+        """True in the process that created the segment, until it is unlinked."""
+        return self._creator == os.getpid() and self._finalizer.still_active()
+
+    def close(self) -> None:
+        """Drop this object's mapping (it is unmapped once no numpy view of it is left)."""
+        self.mmap = None
+
+    def unlink(self) -> None:
+        """Remove the segment's name; only the creating process may (once; later calls do nothing).
+
+        Raises
+        ------
+        SharedMemoryError
+            In a process that did not create the segment.
+        """
+        if self._creator != os.getpid():
+            raise SharedMemoryError(
+                f"segment {self.name!r} was created by another process; only its creator unlinks it "
+                f"(call unlink() there, or let the creator's object be garbage collected)"
+            )
+        self._finalizer()
+
+    def __repr__(self) -> str:
+        return f"Segment({self.name!r}, size={self.size}, owner={self.owner})"
+
+
+def _is_file(name: str) -> bool:
+    return os.path.isabs(name)
+
+
+def _unlink(name: str, pid: int) -> None:
+    """Unlink ``name`` if this is the process ``pid`` that created it (the owner's finalizer)."""
+    if os.getpid() != pid:
+        return
+    _MAPPINGS.pop(name, None)  # later attaches by name fail here as anywhere else
+    _OWNED.pop(name, None)
+    try:
+        if _is_file(name):
+            os.unlink(name)
+        else:
+            _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        pass
+    if not _is_file(name):
+        resource_tracker.unregister("/" + name, "shared_memory")
+
+
+def _free_bytes(path: str) -> int:
+    """Free bytes in the file system of ``path`` (0 if it does not exist)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _new_basename() -> str:
+    return f"{PREFIX}_{_NS}_{os.getpid()}_{secrets.token_hex(6)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep(directory: str) -> list[str]:
+    """Unlink segments in ``directory`` left by dead processes of this PID namespace."""
+    removed = []
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return removed
+    head = f"{PREFIX}_{_NS}_"
+    for entry in entries:
+        if not entry.startswith(head):
+            continue
+        try:
+            pid = int(entry[len(head):].split("_", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            if directory == DEV_SHM and _posixshmem is not None:
+                _posixshmem.shm_unlink("/" + entry)
+            else:
+                os.unlink(os.path.join(directory, entry))
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
+def _sweep_once(directory: str) -> None:
+    if directory not in _SWEPT:
+        _SWEPT.add(directory)
+        _sweep(directory)
+
+
+def _map_fd(fd: int, size: int, reserve: bool) -> mmap.mmap:
+    os.ftruncate(fd, size)
+    if reserve:
+        os.posix_fallocate(fd, 0, size)
+    return mmap.mmap(fd, size)
+
+
+def _create_posix(size: int) -> tuple[str, mmap.mmap] | None:
+    """A new POSIX segment, or None if /dev/shm is missing or has no room for ``size`` bytes."""
+    if _posixshmem is None or _free_bytes(DEV_SHM) < size:
+        return None
+    _sweep_once(DEV_SHM)
+    name = _new_basename()
+    fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+    try:
+        mm = _map_fd(fd, size, reserve=True)
+    except OSError as exc:
+        _posixshmem.shm_unlink("/" + name)
+        if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            return None
+        raise
+    finally:
+        os.close(fd)
+    resource_tracker.register("/" + name, "shared_memory")
+    return name, mm
+
+
+def _create_file(directory: str, size: int) -> tuple[str, mmap.mmap]:
+    _sweep_once(directory)
+    path = os.path.join(directory, _new_basename())
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    except OSError as exc:
+        raise SharedMemoryError(
+            f"cannot create a shared array file in {directory!r}: {exc}; set {ENV_DIR} to a writable directory"
+        ) from exc
+    try:
+        mm = _map_fd(fd, size, reserve=True)
+    except OSError as exc:
+        os.unlink(path)
+        raise SharedMemoryError(
+            f"cannot reserve {size} bytes for a shared array in {directory!r}: {exc}; free some space "
+            f"or set {ENV_DIR} to a directory with room (a tmpfs is fastest)"
+        ) from exc
+    finally:
+        os.close(fd)
+    return path, mm
+
+
+def create(nbytes: int) -> Segment:
+    """Create a segment of ``nbytes`` bytes (at least 1), owned by this process.
+
+    Parameters
+    ----------
+    nbytes : int
+        Size in bytes; 0 is rounded up to 1 (a mapping cannot be empty).
+
+    Returns
+    -------
+    Segment
+        Zero-filled, mapped, registered for cleanup.
+
+    Raises
+    ------
+    SharedMemoryError
+        If neither /dev/shm nor the fallback directory has room.
+
+    Warns
+    -----
+    SharedMemoryFallbackWarning
+        Once per process, when /dev/shm is missing or too small and a temporary file is used.
+    """
+    size = max(int(nbytes), 1)
+    forced = os.environ.get(ENV_DIR)
+    made = None if forced else _create_posix(size)
+    if made is None:
+        directory = forced or tempfile.gettempdir()
+        if not forced and directory not in _WARNED:
+            _WARNED.add(directory)
+            warnings.warn(
+                f"{DEV_SHM} is missing or has less than {size} bytes free ({_free_bytes(DEV_SHM)}): shared "
+                f"arrays are memory-mapped files in {directory!r} instead, which may be slower; enlarge "
+                f"{DEV_SHM} (docker run --shm-size=...) or set {ENV_DIR} to a tmpfs directory",
+                SharedMemoryFallbackWarning,
+                stacklevel=3,
+            )
+        made = _create_file(directory, size)
+    name, mm = made
+    seg = Segment(name, mm, owner=True)
+    with _LOCK:
+        _MAPPINGS[name] = _weak(name, mm)
+        _OWNED[name] = seg
+    return seg
+
+
+def _weak(name: str, mm: mmap.mmap) -> weakref.ref:
+    def forget(ref: weakref.ref, name: str = name) -> None:
+        if _MAPPINGS.get(name) is ref:
+            _MAPPINGS.pop(name, None)
+
+    return weakref.ref(mm, forget)
+
+
+def _map_existing(name: str) -> mmap.mmap:
+    try:
+        if _is_file(name):
+            fd = os.open(name, os.O_RDWR)
+        else:
+            fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+    except FileNotFoundError as exc:
+        raise MissingFileError(
+            f"no shared-memory segment named {name!r}: its creating process has unlinked it or exited; "
+            f"keep the SharedArray that created it alive while other processes attach"
+        ) from exc
+    try:
+        return mmap.mmap(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def attach(name: str) -> Segment:
+    """The segment ``name``, mapped once per process.
+
+    In the creating process this is the creator's own :class:`Segment` (so holding it keeps the
+    segment alive); elsewhere a new non-owning :class:`Segment` on the process's cached mapping.
+
+    Raises
+    ------
+    chunkmap.errors.MissingFileError
+        If no segment of that name exists (any more).
+    """
+    with _LOCK:
+        seg = _OWNED.get(name)
+        if seg is not None and seg.mmap is not None:
+            return seg
+        ref = _MAPPINGS.get(name)
+        mm = ref() if ref is not None else None
+        if mm is None or mm.closed:
+            mm = _map_existing(name)
+            _MAPPINGS[name] = _weak(name, mm)
+    return Segment(name, mm)
