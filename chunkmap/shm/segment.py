@@ -29,10 +29,13 @@ What is guaranteed about cleanup
       mapped keep valid memory until they drop it.
 
 Mappings per process
-    :func:`attach` keeps a per-process cache name -> weak reference to the ``mmap``: attaching the
-    same segment again (1000 tasks carrying the same reference) reuses the mapping, and the
-    creating process gets its own mapping back. The mapping is unmapped once no numpy view of it
-    is left, so a long-lived worker does not pin the memory of finished runs.
+    :func:`attach` keeps a per-process cache name -> ``mmap``: attaching the same segment again
+    (1000 tasks carrying the same reference, one after the other) reuses one mapping, and the
+    creating process gets its own mapping back. The cache holds the :data:`MAX_MAPPINGS` most
+    recently attached segments; each time a new segment is mapped, cached segments whose name
+    was unlinked meanwhile are dropped, so a long-lived worker does not pin the memory of
+    finished runs for longer than until its next new segment (:func:`forget_mappings` drops
+    them at once). A mapping is unmapped once neither the cache nor a numpy view refers to it.
 
 Space
     The segment is reserved with ``posix_fallocate`` at creation: a full /dev/shm (the 64 MB
@@ -59,6 +62,7 @@ import tempfile
 import threading
 import warnings
 import weakref
+from collections import OrderedDict
 from multiprocessing import resource_tracker, util
 
 from ..errors import MissingFileError
@@ -69,7 +73,7 @@ try:  # POSIX shared memory, as multiprocessing.shared_memory uses it
 except ImportError:  # pragma: no cover - Windows: files only
     _posixshmem = None
 
-__all__ = ["Segment", "create", "attach", "DEV_SHM", "ENV_DIR", "PREFIX"]
+__all__ = ["Segment", "create", "attach", "forget_mappings", "DEV_SHM", "ENV_DIR", "PREFIX", "MAX_MAPPINGS"]
 
 DEV_SHM = "/dev/shm"
 """Where POSIX shared memory lives on Linux; its free space is checked before creating."""
@@ -77,6 +81,8 @@ ENV_DIR = "CHUNKMAP_SHM_DIR"
 """Environment variable: a directory where segments are created as memory-mapped files."""
 PREFIX = "chunkmap"
 """Every segment name starts with this."""
+MAX_MAPPINGS = 64
+"""How many attached segments a process keeps mapped for reuse (least recently attached go)."""
 
 
 def _pid_namespace() -> str:
@@ -87,7 +93,7 @@ def _pid_namespace() -> str:
 
 
 _NS = _pid_namespace()
-_MAPPINGS: dict[str, weakref.ref] = {}  # name -> weak reference to the process's mmap
+_MAPPINGS: OrderedDict[str, mmap.mmap] = OrderedDict()  # name -> this process's mapping, LRU order
 _OWNED: weakref.WeakValueDictionary[str, Segment] = weakref.WeakValueDictionary()
 _WARNED: set[str] = set()  # fallback directories already announced
 _SWEPT: set[str] = set()  # directories already swept of dead processes' segments
@@ -168,8 +174,8 @@ def _unlink(name: str, pid: int) -> None:
     """Unlink ``name`` if this is the process ``pid`` that created it (the owner's finalizer)."""
     if os.getpid() != pid:
         return
-    _MAPPINGS.pop(name, None)  # later attaches by name fail here as anywhere else
-    _OWNED.pop(name, None)
+    _MAPPINGS.pop(name, None)
+    _OWNED.pop(name, None)  # later attaches by name fail here as anywhere else
     try:
         if _is_file(name):
             os.unlink(name)
@@ -328,17 +334,40 @@ def create(nbytes: int) -> Segment:
     name, mm = made
     seg = Segment(name, mm, owner=True)
     with _LOCK:
-        _MAPPINGS[name] = _weak(name, mm)
         _OWNED[name] = seg
     return seg
 
 
-def _weak(name: str, mm: mmap.mmap) -> weakref.ref:
-    def forget(ref: weakref.ref, name: str = name) -> None:
-        if _MAPPINGS.get(name) is ref:
-            _MAPPINGS.pop(name, None)
+def _exists(name: str) -> bool:
+    if _is_file(name):
+        return os.path.exists(name)
+    if os.path.isdir(DEV_SHM):
+        return os.path.exists(os.path.join(DEV_SHM, name))
+    try:  # pragma: no cover - POSIX shared memory without /dev/shm (macOS)
+        os.close(_posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600))
+    except OSError:
+        return False
+    return True  # pragma: no cover
 
-    return weakref.ref(mm, forget)
+
+def _prune() -> None:
+    """Drop cached mappings of segments that were unlinked, and the least recent beyond the cap."""
+    for name in [n for n in _MAPPINGS if not _exists(n)]:
+        del _MAPPINGS[name]
+    while len(_MAPPINGS) >= MAX_MAPPINGS:
+        _MAPPINGS.popitem(last=False)
+
+
+def forget_mappings() -> int:
+    """Drop this process's cached mappings of attached segments; return how many were cached.
+
+    Each is unmapped as soon as no numpy view of it is left. Segments this process created are
+    not affected.
+    """
+    with _LOCK:
+        n = len(_MAPPINGS)
+        _MAPPINGS.clear()
+    return n
 
 
 def _map_existing(name: str) -> mmap.mmap:
@@ -373,9 +402,11 @@ def attach(name: str) -> Segment:
         seg = _OWNED.get(name)
         if seg is not None and seg.mmap is not None:
             return seg
-        ref = _MAPPINGS.get(name)
-        mm = ref() if ref is not None else None
-        if mm is None or mm.closed:
+        mm = _MAPPINGS.get(name)
+        if mm is not None and not mm.closed:
+            _MAPPINGS.move_to_end(name)
+        else:
+            _prune()
             mm = _map_existing(name)
-            _MAPPINGS[name] = _weak(name, mm)
+            _MAPPINGS[name] = mm
     return Segment(name, mm)

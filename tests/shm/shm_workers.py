@@ -34,6 +34,13 @@ def hold_many(refs: list[SharedArray]) -> tuple[int, int, int]:
     return os.getpid(), maps_of(refs[0].name), len(bases)
 
 
+def mappings_after_attach(sa: SharedArray) -> tuple[int, int, int]:
+    """Touch the attached array; return the pid, how many mappings of it the process has, and
+    the id of the mmap object behind it (the same for every task if the mapping is reused)."""
+    sa.array.flat[0] += 0
+    return os.getpid(), maps_of(sa.name), id(sa._segment.mmap)
+
+
 def attach_and_report(name: str, shape, dtype) -> float:
     sa = SharedArray.attach(name, shape, dtype)
     return float(sa.array.sum())
@@ -42,6 +49,7 @@ def attach_and_report(name: str, shape, dtype) -> float:
 def use_forever(sa: SharedArray, ready) -> None:
     """Attach, signal, and keep touching the array until killed."""
     a = sa.array
+    a[0] += 1
     ready.set()
     while True:
         a[0] += 1
@@ -87,3 +95,15 @@ def consume_into(pool: SlotPool, seen: SharedArray, row: int, timeout: float, de
                 if delay:
                     time.sleep(delay)
 
+
+
+def maps_after_attaching(sa: SharedArray, other: str) -> tuple[int, int]:
+    """Attach ``sa``; return mappings of it and of segment ``other``."""
+    sa.array.sum()
+    return maps_of(sa.name), maps_of(other)
+
+
+def forget_and_count(name: str) -> tuple[int, int]:
+    from chunkmap.shm import segment
+
+    return segment.forget_mappings(), maps_of(name)

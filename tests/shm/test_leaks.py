@@ -1,0 +1,123 @@
+"""Whole programs: nothing left in /dev/shm and no resource-tracker warning, whatever the exit.
+
+Each scenario runs in a fresh interpreter so that its resource tracker's output can be read.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from chunkmap.shm import SharedArray, segment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+PROGRAM = """
+import multiprocessing, os, sys, time
+sys.path.insert(0, {here!r})
+import numpy as np
+import shm_workers as w
+from chunkmap.shm import SharedArray, SlotPool
+from chunkmap.shm.demo import run_pipeline
+
+if __name__ == "__main__":
+    method, end = sys.argv[1], sys.argv[2]
+    sa = SharedArray.from_array(np.zeros(100))
+    pool = SlotPool(2, (10,), "f4")
+    print(sa.name, pool._slots[0].name, pool._state.name, flush=True)
+    ctx = multiprocessing.get_context(method)
+    with ctx.Pool(2) as workers:                       # attach in workers (they unpickle)
+        workers.map(w.add_one, [sa] * 4, chunksize=1)
+        workers.map(w.mappings_after_attach, [pool._slots[0]] * 4, chunksize=1)
+    assert run_pipeline(items=6, shape=(1000,), start_method=method, timeout=30).ok
+    print("ready", flush=True)
+    if end == "raise":
+        raise RuntimeError("the program failed")
+    if end == "exit":
+        sys.exit(3)
+    if end == "sleep":
+        time.sleep(120)
+"""
+
+
+def run(tmp_path, method, end, **kw):
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM.format(here=HERE))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    return subprocess.Popen(
+        [sys.executable, str(script), method, end], cwd=str(tmp_path), env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw,
+    )
+
+
+def exists(name):
+    return os.path.exists(os.path.join(segment.DEV_SHM, name))
+
+
+@pytest.mark.parametrize(("method", "end", "code"), [("fork", "normal", 0), ("spawn", "raise", 1), ("fork", "exit", 3)])
+def test_exit_leaves_nothing_and_no_warning(tmp_path, method, end, code):
+    proc = run(tmp_path, method, end)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    names = out.split()[:3]
+    assert len(names) == 3 and "ready" in out
+    assert not any(exists(n) for n in names)
+    assert "leaked" not in err and "resource_tracker" not in err and "Warning" not in err, err
+    if end == "raise":
+        assert "RuntimeError: the program failed" in err
+
+
+def test_sigkill_of_owner(tmp_path):
+    """The resource tracker unlinks the owner's segments (and says so, which is fair)."""
+    proc = run(tmp_path, "fork", "sleep")
+    names = proc.stdout.readline().split()
+    assert proc.stdout.readline().strip() == "ready"
+    assert all(exists(n) for n in names)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    deadline = time.monotonic() + 30
+    while any(exists(n) for n in names) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(exists(n) for n in names)
+    err = proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert "leaked shared_memory" in err
+
+
+def test_sigkill_of_owner_and_tracker_is_swept_by_next_creator(tmp_path, monkeypatch):
+    proc = run(tmp_path, "fork", "sleep", start_new_session=True)
+    names = proc.stdout.readline().split()
+    assert proc.stdout.readline().strip() == "ready"
+    os.killpg(proc.pid, signal.SIGKILL)  # the program and its resource tracker
+    proc.wait(30)
+    proc.stdout.close()
+    proc.stderr.close()
+    time.sleep(0.2)
+    assert all(exists(n) for n in names)  # nobody was left to clean up...
+    monkeypatch.setattr(segment, "_SWEPT", set())
+    with SharedArray.create(1):  # ...until the next segment is created in /dev/shm
+        assert not any(exists(n) for n in names)
+
+
+def test_sigkill_of_owner_with_file_fallback_is_swept(tmp_path, monkeypatch):
+    monkeypatch.setenv(segment.ENV_DIR, str(tmp_path))
+    proc = run(tmp_path, "fork", "sleep")
+    names = proc.stdout.readline().split()
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    proc.communicate(timeout=30)
+    assert all(os.path.exists(n) for n in names)  # the tracker does not know files
+    monkeypatch.setattr(segment, "_SWEPT", set())
+    with SharedArray.create(1) as sa:
+        assert not any(os.path.exists(n) for n in names)
+        assert os.path.dirname(sa.name) == str(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["program.py"]
