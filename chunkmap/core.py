@@ -6,10 +6,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from .engine import execute, resolve_scheduler
 from .errors import NotCallableError, OptionError
 from .plan import make_plan
-from .result import Result, Stats, assemble
+from .result import Result, Stats
 
 __all__ = ["run"]
 
@@ -23,6 +22,7 @@ def run(
     scheduler: Any = None,
     client: Any = None,
     kwargs: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
 ) -> Result:
     """Call ``func`` on every unmasked element of ``arrays``, in parallel on dask.
 
@@ -62,6 +62,10 @@ def run(
         Run on this client's cluster; the same as ``scheduler=client``.
     kwargs : mapping, optional
         Keyword arguments passed to every call of ``func``.
+    timeout : float, optional
+        Seconds one call may take. A call that runs longer is recorded in ``result.failures``
+        with kind ``"timeout"``, its worker process is replaced and the run goes on. Needs a
+        scheduler that isolates calls in worker processes (``"processes"`` or distributed).
 
     Returns
     -------
@@ -99,17 +103,21 @@ def run(
     >>> xs.tolist(), ys.tolist(), values.tolist()
     ([0, 1], [0, 1], [0.1, 0.1])
     """
+    from .engine import Execution, execute, resolve_scheduler  # dask loads on the first run
+    from .outputs import Outputs
+
     started = time.perf_counter()
     if not callable(func):
         raise NotCallableError(
             f"func must be callable; got {type(func).__name__} {func!r:.80}. The function comes "
             f"first: run(func, *arrays)"
         )
-    skip = _skip_tuple(skip)
-    kwargs = _kwargs_mapping(kwargs)
+    execution = Execution(func, _skip_tuple(skip), _kwargs_mapping(kwargs), _timeout(timeout))
     with resolve_scheduler(scheduler, client) as resolved:
         plan = make_plan(arrays, mask=mask, chunks=chunks, workers=resolved.workers)
-        result = assemble(plan.shape, execute(plan, func, skip, kwargs, resolved))
+        outputs = Outputs(plan.shape, plan.chunks)
+        execute(plan, execution, resolved, outputs)
+        result = outputs.result()
     wall_time = time.perf_counter() - started
     calls = len(result.values) + len(result.failures)
     result.stats = Stats(
@@ -134,6 +142,14 @@ def _skip_tuple(skip: Any) -> tuple[type[BaseException], ...]:
                 f"got {skip!r} with {cls!r} of type {type(cls).__name__}"
             )
     return classes
+
+
+def _timeout(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+        return float(timeout)
+    raise OptionError(f"timeout must be a positive number of seconds per call, or None; got {timeout!r}")
 
 
 def _kwargs_mapping(kwargs: Any) -> dict[str, Any] | None:

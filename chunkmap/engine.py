@@ -1,32 +1,41 @@
 """Run a plan's chunks on dask: the only module that knows dask.
 
-The work is a ``dask.bag`` with one chunk per partition, mapped through the kernel. How the
-inputs reach the kernel depends on where it runs:
+The work is a ``dask.bag`` with one chunk per partition, mapped through a per-chunk task. Where
+the task evaluates ``func`` depends on the scheduler:
 
-- ``sync`` and ``threads``: the kernel reads the caller's arrays in place;
-- ``processes``: each task pickles as its own chunk of unmasked values (:class:`ChunkTask`), cut
-  when the task is sent, so nothing but the in-flight chunks is ever copied;
-- distributed: the inputs are scattered once and every task refers to them, so each worker
-  receives them at most once.
+- ``sync`` and ``threads``: in the calling process, reading the caller's arrays in place;
+- ``processes``: dask's threaded scheduler runs one task per worker process of a
+  :class:`~chunkmap.workers.WorkerPool`; each task sends its chunk's unmasked values to its
+  worker and waits, so a worker that crashes or hangs costs one element
+  (:mod:`chunkmap.isolation`), and the pool lives on for the next run;
+- distributed: the inputs are scattered once, every task refers to them, and each dask worker
+  evaluates its chunks in a worker pool of its own, with the same isolation.
+
+Every chunk's output goes into :class:`~chunkmap.outputs.Outputs` as it completes, and to the
+``on_output`` hook (progress, checkpoints).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import dask
 import dask.bag as db
 from dask.system import CPU_COUNT
 
-from .errors import SchedulerError, SchedulerUnreachableError
-from .kernel import ChunkResult, evaluate
+from .errors import OptionError, SchedulerError, SchedulerUnreachableError
+from .isolation import evaluate_isolated
+from .kernel import ChunkOutput, ElementFailure, evaluate
+from .outputs import Outputs
 from .plan import Chunk, Plan
-from .source import ChunkTask, Source
+from .source import Source
+from .workers import shared_pool
 
-__all__ = ["Scheduler", "resolve_scheduler", "execute"]
+__all__ = ["Scheduler", "Execution", "resolve_scheduler", "execute"]
 
 LOCAL = {
     "sync": "sync",
@@ -52,6 +61,11 @@ class Scheduler:
     workers: int
     client: Any = None
     owns_client: bool = False
+
+    @property
+    def isolates(self) -> bool:
+        """Whether ``func`` runs in worker processes that may crash without ending the run."""
+        return self.name in ("processes", "distributed")
 
     def close(self) -> None:
         if self.owns_client:
@@ -99,10 +113,8 @@ def resolve_scheduler(scheduler: Any = None, client: Any = None) -> Scheduler:
 
 
 def _is_client(obj: Any) -> bool:
-    try:
-        from distributed import Client
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return False
+    from distributed import Client
+
     return isinstance(obj, Client)
 
 
@@ -142,36 +154,116 @@ def _distributed(client: Any, owns: bool) -> Scheduler:
     return Scheduler("distributed", workers, client, owns)
 
 
+@dataclass
+class Execution:
+    """What a run executes: the function and how each element's call is guarded."""
+
+    func: Callable[..., Any]
+    skip: tuple[type[BaseException], ...] = ()
+    kwargs: Mapping[str, Any] | None = None
+    timeout: float | None = None
+    progress: Callable[[int], None] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def __reduce__(self):
+        # what a dask worker needs; the progress hook and the cancel event stay here
+        return (Execution, (self.func, self.skip, self.kwargs, self.timeout))
+
+
 def execute(
     plan: Plan,
-    func: Callable[..., Any],
-    skip: tuple[type[BaseException], ...],
-    kwargs: Mapping[str, Any] | None,
+    execution: Execution,
     scheduler: Scheduler,
-) -> list[ChunkResult]:
-    """Evaluate every chunk of ``plan`` on ``scheduler``; the results come back in chunk order."""
-    if not plan.chunks:
-        return []
-    options = {"func": func, "skip": skip, "kwargs": kwargs}
+    outputs: Outputs,
+    chunks: list[Chunk] | None = None,
+    on_output: Callable[[ChunkOutput], None] | None = None,
+) -> None:
+    """Evaluate ``chunks`` (default: all of ``plan``'s) on ``scheduler`` into ``outputs``.
+
+    Raises
+    ------
+    OptionError
+        ``timeout`` on a scheduler that cannot isolate calls (sync, threads).
+    ElementError
+        ``func`` raised an exception ``skip`` does not list.
+    """
+    chunks = plan.chunks if chunks is None else chunks
+    if execution.timeout is not None and not scheduler.isolates:
+        raise OptionError(
+            f"timeout= needs calls isolated in worker processes, which scheduler={scheduler.name!r} "
+            f"does not do (a hung call cannot be stopped inside this process); use "
+            f"scheduler='processes' or a distributed cluster"
+        )
+    if not chunks:
+        return
+
+    def deliver(output: ChunkOutput) -> None:
+        outputs.add(output)
+        if on_output is not None:
+            on_output(output)
+
     if scheduler.name == "distributed":
-        source = scheduler.client.scatter(plan.source, hash=False)
-        try:
-            bag = db.from_sequence(plan.chunks, npartitions=len(plan.chunks))
-            kernel = functools.partial(run_chunk, **options)
-            return bag.map(kernel, source).compute(scheduler=scheduler.client)
-        finally:
-            source.release()
-    tasks = [ChunkTask(chunk, plan.source) for chunk in plan.chunks]
-    bag = db.from_sequence(tasks, npartitions=len(tasks))
-    kernel = functools.partial(run_task, **options)
-    return bag.map(kernel).compute(scheduler=scheduler.name, num_workers=scheduler.workers)
+        _execute_distributed(plan, chunks, execution, scheduler.client, deliver)
+        return
+    task = functools.partial(_local_task, source=plan.source, execution=execution, deliver=deliver,
+                             pool_size=scheduler.workers if scheduler.name == "processes" else 0)
+    bag = db.from_sequence(chunks, npartitions=len(chunks)).map(task)
+    try:
+        bag.compute(scheduler="sync" if scheduler.name == "sync" else "threads",
+                    num_workers=scheduler.workers)
+    except BaseException:
+        execution.cancelled.set()  # busy workers stop at once instead of finishing their chunk
+        raise
 
 
-def run_chunk(chunk: Chunk, source: Source, **options: Any) -> ChunkResult:
-    """The bag's kernel when the source is a separate argument (a scattered future)."""
-    return evaluate(chunk.index, chunk.start, chunk.stop, source, **options)
+def _local_task(chunk: Chunk, source: Source, execution: Execution, deliver: Callable, pool_size: int) -> None:
+    """The bag's task on a local scheduler: evaluate one chunk and deliver its output."""
+    if execution.cancelled.is_set():
+        return
+    if pool_size:
+        output = _evaluate_isolated(chunk, source, execution, shared_pool(pool_size))
+    else:
+        output = evaluate(chunk.index, chunk.start, chunk.stop, source, execution.func,
+                          execution.skip, execution.kwargs)
+        if execution.progress is not None:
+            execution.progress(chunk.size)
+    deliver(output)
 
 
-def run_task(task: ChunkTask, **options: Any) -> ChunkResult:
-    """The bag's kernel when each item carries its own source (local schedulers)."""
-    return run_chunk(task.chunk, task.source, **options)
+def _evaluate_isolated(chunk: Chunk, source: Source, execution: Execution, pool: Any) -> ChunkOutput:
+    flat_index, columns = source.gather(chunk.start, chunk.stop)
+    try:
+        evaluation = evaluate_isolated(columns, execution.func, execution.skip, execution.kwargs, pool,
+                                       execution.timeout, execution.cancelled, execution.progress)
+    except ElementFailure as failure:
+        raise failure.to_element_error(int(flat_index[failure.position]), source.shape) from failure.__cause__
+    return ChunkOutput(chunk.index, flat_index, evaluation)
+
+
+def _remote_task(chunk: Chunk, source: Source, execution: Execution) -> ChunkOutput:
+    """The bag's task on a dask worker: evaluate one chunk in that worker's own process pool."""
+    from distributed import get_worker
+
+    try:
+        size = get_worker().state.nthreads
+    except ValueError:  # not inside a dask worker (e.g. the client's own process)
+        size = 1
+    return _evaluate_isolated(chunk, source, execution, shared_pool(size))
+
+
+def _execute_distributed(plan: Plan, chunks: list[Chunk], execution: Execution, client: Any, deliver: Callable) -> None:
+    from distributed import as_completed
+
+    source = client.scatter(plan.source, hash=False)
+    bag = db.from_sequence(chunks, npartitions=len(chunks))
+    futures = client.compute(bag.map(_remote_task, source, execution=execution).to_delayed())
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            (output,) = future.result()
+            future.release()
+            deliver(output)
+            if execution.progress is not None:
+                execution.progress(len(output.flat_index))
+    finally:
+        client.cancel(futures)
+        source.release()

@@ -1,48 +1,159 @@
-"""Evaluate the user's function over one chunk: the hot loop.
+"""Evaluate the user's function over the elements of one chunk: the hot loop.
 
-numpy only; no scheduler. A chunk's inputs become plain Python scalars (``tolist()``, as the
-seed's ``np.asscalar`` did: SWIG wrappers reject numpy scalars), ``func`` is called once per
-unmasked element, and the outcome is a compact :class:`ChunkResult`.
+numpy only; no scheduler. A chunk's inputs become plain Python scalars (as the seed's
+``np.asscalar`` did: SWIG wrappers reject numpy scalars), ``func`` is called once per element,
+and the outcome is an :class:`Evaluation`: the values computed, one status byte per element and
+the failures. The same code runs in the calling process (``sync``, ``threads``) and inside the
+isolated worker processes of :mod:`chunkmap.workers`.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import ElementError
 from .source import Source
 
-__all__ = ["ChunkResult", "evaluate", "values_array"]
+__all__ = [
+    "COMPUTED",
+    "EXCEPTION",
+    "CRASH",
+    "TIMEOUT",
+    "KINDS",
+    "Evaluation",
+    "ElementFailure",
+    "ChunkOutput",
+    "evaluate_columns",
+    "evaluate",
+    "values_array",
+]
+
+#: Status of an element: its call returned a value.
+COMPUTED = 0
+#: Its call raised an exception listed in ``skip``.
+EXCEPTION = 1
+#: Its call killed the worker process (segmentation fault, abort, exit).
+CRASH = 2
+#: Its call ran longer than the run's ``timeout``.
+TIMEOUT = 3
+#: The failure kind of each failing status.
+KINDS = {EXCEPTION: "exception", CRASH: "crash", TIMEOUT: "timeout"}
 
 
 @dataclass
-class ChunkResult:
-    """What one chunk produced.
+class Evaluation:
+    """What calling ``func`` on ``k`` elements produced.
 
     Attributes
     ----------
-    index : int
-        The chunk's position in the run.
-    flat_index : ndarray of int64
-        Flat indices of the elements computed, ascending.
+    status : ndarray of uint8, shape (k,)
+        :data:`COMPUTED`, :data:`EXCEPTION`, :data:`CRASH` or :data:`TIMEOUT` per element.
     values : ndarray
-        ``func``'s results for those elements.
-    failure_index : ndarray of int64
-        Flat indices of the elements whose call raised an exception listed in ``skip``.
-    failure_types, failure_messages : list of str
-        The exception class name and message of each failure.
+        The values of the computed elements, in order (one per ``COMPUTED`` status).
+    failures : list of (position, type, message)
+        One entry per failing element, in order; its kind is its status.
     """
+
+    status: np.ndarray
+    values: np.ndarray
+    failures: list[tuple[int, str, str]] = field(default_factory=list)
+
+    @classmethod
+    def join(cls, parts: Sequence[tuple[int, Evaluation]], length: int) -> Evaluation:
+        """One evaluation of ``length`` elements from parts evaluated at the given offsets."""
+        parts = sorted(parts, key=lambda part: part[0])
+        status = np.empty(length, np.uint8)
+        failures = []
+        for offset, part in parts:
+            status[offset : offset + len(part.status)] = part.status
+            failures.extend((offset + position, name, message) for position, name, message in part.failures)
+        with_values = [part.values for _, part in parts if len(part.values)]
+        values = np.concatenate(with_values) if with_values else np.empty(0, np.float64)
+        return cls(status, values, failures)
+
+
+class ElementFailure(Exception):
+    """``func`` raised an exception that ``skip`` does not list (internal: positions, not coordinates).
+
+    The caller, which knows the element's flat index, turns it into an :class:`ElementError`.
+    """
+
+    def __init__(self, position: int, inputs: tuple, exception_type: str, message: str) -> None:
+        super().__init__(position, inputs, exception_type, message)
+        self.position = position
+        self.inputs = inputs
+        self.exception_type = exception_type
+        self.message = message
+
+    def to_element_error(self, flat_index: int, shape: tuple[int, ...]) -> ElementError:
+        coords = tuple(int(c) for c in np.unravel_index(flat_index, shape)) if shape else ()
+        return ElementError(coords, self.inputs, self.exception_type, self.message)
+
+
+def evaluate_columns(
+    func: Callable[..., Any],
+    columns: Sequence[np.ndarray],
+    skip: tuple[type[BaseException], ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    heartbeat: memoryview | None = None,
+) -> Evaluation:
+    """Call ``func`` on every element of the 1-D ``columns`` (one column per input).
+
+    Parameters
+    ----------
+    heartbeat : memoryview of int64, optional
+        Written with each element's position just before its call, so that another process
+        can tell which element was running when this one died or hung.
+
+    Raises
+    ------
+    ElementFailure
+        ``func`` raised an exception not listed in ``skip``; the original is its ``__cause__``.
+
+    Examples
+    --------
+    >>> result = evaluate_columns(lambda a, b: b / a, [np.array([1.0, 0.0, 4.0]), np.array([2.0, 2.0, 2.0])],
+    ...                           skip=ZeroDivisionError)
+    >>> result.values.tolist(), result.status.tolist(), result.failures
+    ([2.0, 0.5], [0, 1, 0], [(1, 'ZeroDivisionError', 'float division by zero')])
+    """
+    call = functools.partial(func, **kwargs) if kwargs else func
+    length = len(columns[0]) if columns else 0
+    status = np.zeros(length, np.uint8)
+    values: list[Any] = []
+    append = values.append
+    failures: list[tuple[int, str, str]] = []
+    for position, args in enumerate(zip(*(column.tolist() for column in columns))):
+        if heartbeat is not None:
+            heartbeat[0] = position
+        try:
+            append(call(*args))
+        except skip as exc:
+            status[position] = EXCEPTION
+            failures.append((position, type(exc).__name__, _message(exc)))
+        except Exception as exc:
+            raise ElementFailure(position, args, type(exc).__name__, _message(exc)) from exc
+    return Evaluation(status, values_array(values), failures)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not lose the failure
+        return f"<{type(exc).__name__} whose str() failed>"
+
+
+@dataclass
+class ChunkOutput:
+    """What one chunk produced: its unmasked flat indices and their evaluation."""
 
     index: int
     flat_index: np.ndarray
-    values: np.ndarray
-    failure_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    failure_types: list[str] = field(default_factory=list)
-    failure_messages: list[str] = field(default_factory=list)
+    evaluation: Evaluation
 
 
 def evaluate(
@@ -53,8 +164,8 @@ def evaluate(
     func: Callable[..., Any],
     skip: tuple[type[BaseException], ...] = (),
     kwargs: Mapping[str, Any] | None = None,
-) -> ChunkResult:
-    """Call ``func`` on every unmasked element of flat indices ``[start, stop)`` of ``source``.
+) -> ChunkOutput:
+    """Evaluate the unmasked elements of flat indices ``[start, stop)`` of ``source`` in this process.
 
     Raises
     ------
@@ -66,37 +177,17 @@ def evaluate(
     --------
     >>> from chunkmap.source import ArraySource
     >>> source = ArraySource((np.array([1.0, 2.0, 0.0]), np.array([4.0, 4.0, 4.0])), (3,))
-    >>> result = evaluate(0, 0, 3, source, lambda a, b: b / a, skip=ZeroDivisionError)
-    >>> result.flat_index.tolist(), result.values.tolist(), result.failure_types
-    ([0, 1], [4.0, 2.0], ['ZeroDivisionError'])
+    >>> output = evaluate(0, 0, 3, source, lambda a, b: b / a, skip=ZeroDivisionError)
+    >>> output.evaluation.values.tolist(), output.evaluation.failures
+    ([4.0, 2.0], [(2, 'ZeroDivisionError', 'float division by zero')])
     """
     flat_index, columns = source.gather(start, stop)
-    call = functools.partial(func, **kwargs) if kwargs else func
-    values: list[Any] = []
-    append = values.append
-    failed: list[tuple[int, str, str]] = []
-    position = 0
-    for position, args in enumerate(zip(*(column.tolist() for column in columns))):
-        try:
-            append(call(*args))
-        except skip as exc:
-            failed.append((position, type(exc).__name__, str(exc)))
-        except Exception as exc:
-            coords = tuple(int(c) for c in np.unravel_index(flat_index[position], source.shape))
-            raise ElementError(coords, args, type(exc).__name__, str(exc)) from exc
-    if not failed:
-        return ChunkResult(index, flat_index, values_array(values))
-    positions = np.array([pos for pos, _, _ in failed], dtype=np.int64)
-    computed = np.ones(len(flat_index), dtype=bool)
-    computed[positions] = False
-    return ChunkResult(
-        index,
-        flat_index[computed],
-        values_array(values),
-        flat_index[positions],
-        [name for _, name, _ in failed],
-        [message for _, _, message in failed],
-    )
+    try:
+        evaluation = evaluate_columns(func, columns, skip, kwargs)
+    except ElementFailure as failure:
+        error = failure.to_element_error(int(flat_index[failure.position]), source.shape)
+        raise error from failure.__cause__
+    return ChunkOutput(index, flat_index, evaluation)
 
 
 def values_array(values: list[Any]) -> np.ndarray:

@@ -14,9 +14,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .kernel import ChunkResult
-
-__all__ = ["Result", "Failures", "Failure", "Stats", "assemble"]
+__all__ = ["Result", "Failures", "Failure", "Stats", "unravel"]
 
 
 def unravel(flat_index: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
@@ -37,7 +35,7 @@ class Stats:
     computed : int
         Elements whose call returned a value.
     failed : int
-        Elements whose call raised an exception listed in ``skip``.
+        Elements whose call failed: an exception listed in ``skip``, a crash or a timeout.
     wall_time : float
         Seconds from the call of ``run`` to its return.
     rate : float
@@ -79,7 +77,8 @@ class Failures:
     flat_index : ndarray of int64
         Flat (C order) index of each failed element.
     kinds : ndarray of str
-        ``"exception"`` for an exception listed in ``skip``.
+        ``"exception"`` (an exception listed in ``skip``), ``"crash"`` (the call killed its
+        worker process) or ``"timeout"`` (the call exceeded the run's ``timeout``).
     types : ndarray of str
         The exception's class name.
     messages : ndarray of str
@@ -133,22 +132,22 @@ class Result:
     ----------
     shape : tuple of int
         The broadcast shape of the inputs.
-    flat_index : ndarray of int64
-        Flat (C order) index of each computed element, ascending.
+    coords : tuple of ndarray
+        One int array per axis: the coordinates of each computed element, in C order.
     values : ndarray
         ``func``'s result for each computed element (dtype: see :func:`chunkmap.run`).
     failures : Failures
-        Every element whose call raised an exception listed in ``skip``.
+        Every element that failed: an exception listed in ``skip``, a crash or a timeout.
     stats : Stats
         Counts, wall time and rate.
 
     Examples
     --------
-    >>> result = Result((2, 2), np.array([0, 3]), np.array([1.5, 2.5]),
+    >>> result = Result((2, 2), (np.array([0, 1]), np.array([0, 1])), np.array([1.5, 2.5]),
     ...                 Failures((2, 2), [1], ["ValueError"], ["bad"]))
     >>> xs, ys, values = result
-    >>> xs.tolist(), ys.tolist(), values.tolist()
-    ([0, 1], [0, 1], [1.5, 2.5])
+    >>> xs.tolist(), ys.tolist(), values.tolist(), result.flat_index.tolist()
+    ([0, 1], [0, 1], [1.5, 2.5], [0, 3])
     >>> result.to_dense()
     array([[1.5, nan],
            [nan, 2.5]])
@@ -157,21 +156,23 @@ class Result:
     def __init__(
         self,
         shape: tuple[int, ...],
-        flat_index: np.ndarray,
+        coords: tuple[np.ndarray, ...],
         values: np.ndarray,
         failures: Failures,
         stats: Stats | None = None,
     ) -> None:
         self.shape = tuple(shape)
-        self.flat_index = flat_index
+        self.coords = tuple(coords)
         self.values = values
         self.failures = failures
         self.stats = stats
 
     @functools.cached_property
-    def coords(self) -> tuple[np.ndarray, ...]:
-        """One int array per axis: the coordinates of each computed element."""
-        return unravel(self.flat_index, self.shape)
+    def flat_index(self) -> np.ndarray:
+        """Flat (C order) index of each computed element, ascending."""
+        if not self.shape:
+            return np.zeros(len(self.values), np.int64)
+        return np.ravel_multi_index(self.coords, self.shape).astype(np.int64, copy=False)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         yield from self.coords
@@ -209,21 +210,3 @@ class Result:
             f"<chunkmap.Result shape={self.shape} computed={len(self.values)} "
             f"dtype={self.values.dtype} failed={len(self.failures)}{stats}>"
         )
-
-
-def assemble(shape: tuple[int, ...], chunks: Sequence[ChunkResult]) -> Result:
-    """Join chunk results (in any order) into one :class:`Result` in C order, without stats."""
-    chunks = sorted(chunks, key=lambda chunk: chunk.index)
-    with_values = [chunk for chunk in chunks if len(chunk.values)]
-    if with_values:
-        values = np.concatenate([chunk.values for chunk in with_values])
-        flat_index = np.concatenate([chunk.flat_index for chunk in with_values])
-    else:
-        values, flat_index = np.empty(0, np.float64), np.empty(0, np.int64)
-    failures = Failures(
-        shape,
-        np.concatenate([np.empty(0, np.int64), *(chunk.failure_index for chunk in chunks)]),
-        [name for chunk in chunks for name in chunk.failure_types],
-        [message for chunk in chunks for message in chunk.failure_messages],
-    )
-    return Result(shape, flat_index, values, failures)

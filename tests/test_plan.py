@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 import tracemalloc
 
-import cloudpickle
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import chunkmap
 from chunkmap.plan import SEARCH_BLOCK, make_plan, split
-from chunkmap.source import ArraySource, ChunkTask
+from chunkmap.source import ArraySource
 
 
 @settings(max_examples=200, deadline=None)
@@ -62,23 +61,6 @@ def test_a_source_pickles_as_its_arrays_even_when_broadcast():
     back = pickle.loads(pickle.dumps(source))
     for got, expected in zip(back.gather(2, 11), source.gather(2, 11)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
-
-
-def test_a_pickled_task_carries_only_its_own_unmasked_values():
-    n = 2_000_000
-    a, b = np.random.default_rng(1).random((2, n))
-    valid = np.ones(n, bool)
-    valid[::10] = False
-    plan = make_plan([a, b], mask=~valid, chunks=10_000)
-    task = ChunkTask(plan.chunks[3], plan.source)
-    payload = cloudpickle.dumps(task)
-    assert len(payload) < 2 * 10_000 * 8 + 10_000 // 8 + 2_000  # two float columns + mask bits
-    back = pickle.loads(payload)
-    index, (x, y) = back.gather()
-    expected_index, (ex, ey) = task.gather()
-    np.testing.assert_array_equal(index, expected_index)
-    np.testing.assert_array_equal(x, ex)
-    np.testing.assert_array_equal(y, ey)
 
 
 def test_no_stacked_copy_of_the_inputs_is_built():

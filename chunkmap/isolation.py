@@ -1,0 +1,118 @@
+"""Evaluate a chunk in worker processes so that a crash or a hang costs one element, not the run.
+
+A chunk's elements are sent to a worker as one range. When the worker dies, its heartbeat names
+the element it was evaluating, ``q``: the range is split into ``[a, q)``, ``[q]`` and
+``(q, b)``, each re-run on a fresh worker. ``[q]`` alone dying again confirms it (an innocent
+element, e.g. one running when the machine's OOM killer struck, is simply computed), and it is
+recorded as a failure of kind ``"crash"``. This is bisection with a pointer: one poisoned element
+costs two worker restarts and re-runs its predecessors once, instead of ``log2(chunk)`` rounds.
+A hang is detected by a heartbeat that stops moving for ``timeout`` seconds: that element is
+recorded as ``"timeout"`` at once (re-running it would hang again) and the rest re-run.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from typing import Any, Callable, Mapping, Sequence
+
+import cloudpickle
+import numpy as np
+
+from .errors import ChunkmapError
+from .kernel import CRASH, TIMEOUT, ElementFailure, Evaluation
+from .workers import WorkerDied, WorkerHung, WorkerPool, describe_exit, exit_name
+
+__all__ = ["evaluate_isolated", "WorkerStartError"]
+
+
+class WorkerStartError(ChunkmapError, RuntimeError):
+    """Worker processes die before evaluating anything (see their error output above)."""
+
+
+def evaluate_isolated(
+    columns: Sequence[np.ndarray],
+    func: Callable[..., Any],
+    skip: tuple[type[BaseException], ...],
+    kwargs: Mapping[str, Any] | None,
+    pool: WorkerPool,
+    timeout: float | None = None,
+    cancelled: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Evaluation:
+    """Evaluate ``columns`` on ``pool``'s workers, isolating crashes and hangs element by element.
+
+    ``progress(n)`` is called with the number of elements newly finished, never counting an
+    element twice when a range is re-run.
+
+    Raises
+    ------
+    ElementFailure
+        ``func`` raised an exception ``skip`` does not list.
+    WorkerStartError
+        A worker died twice before its first element (e.g. ``func`` cannot be unpickled).
+    """
+    length = len(columns[0]) if columns else 0
+    parts: list[tuple[int, Evaluation]] = []
+    todo = [(0, length)] if length else []
+    reported = 0
+
+    def advance(to: int) -> None:
+        nonlocal reported
+        if to > reported:
+            if progress is not None:
+                progress(to - reported)
+            reported = to
+
+    setup_deaths = 0
+    while todo:
+        start, stop = todo.pop(0)
+        payload = cloudpickle.dumps((func, skip, kwargs, [column[start:stop] for column in columns]))
+        worker = pool.acquire()
+        try:
+            response = worker.evaluate(payload, timeout, cancelled, lambda position: advance(start + position))
+        except WorkerDied as death:
+            worker = pool.replace(worker)
+            if death.position < 0:
+                setup_deaths += 1
+                if setup_deaths > 1:
+                    raise WorkerStartError(
+                        f"worker processes {describe_exit(death.returncode)} twice before evaluating "
+                        f"any element; their error output above says why (often func or its module "
+                        f"cannot be imported in a fresh Python process)"
+                    ) from None
+                todo.insert(0, (start, stop))
+                continue
+            culprit = start + death.position
+            if stop - start == 1:
+                parts.append((start, failure(CRASH, exit_name(death.returncode),
+                                             f"the worker process {describe_exit(death.returncode)} "
+                                             f"while evaluating this element")))
+                advance(stop)
+                continue
+            todo[:0] = [r for r in ((start, culprit), (culprit, culprit + 1), (culprit + 1, stop)) if r[0] < r[1]]
+            continue
+        except WorkerHung as hang:
+            worker = pool.replace(worker)
+            culprit = start + hang.position
+            parts.append((culprit, failure(TIMEOUT, "Timeout",
+                                           f"the call did not return within {hang.seconds:g} s; its "
+                                           f"worker process was killed and replaced")))
+            todo[:0] = [r for r in ((start, culprit), (culprit + 1, stop)) if r[0] < r[1]]
+            continue
+        finally:
+            pool.release(worker)
+        kind, *rest = pickle.loads(response)
+        if kind == "raised":
+            element_failure, cause = rest
+            shifted = ElementFailure(start + element_failure.position, element_failure.inputs,
+                                     element_failure.exception_type, element_failure.message)
+            raise shifted from cause
+        parts.append((start, rest[0]))
+        advance(stop)
+    return Evaluation.join(parts, length)
+
+
+def failure(status: int, name: str, message: str) -> Evaluation:
+    """The evaluation of one element that failed with ``status``."""
+    return Evaluation(np.array([status], np.uint8), np.empty(0, np.float64), [(0, name, message)])

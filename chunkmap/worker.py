@@ -1,0 +1,81 @@
+"""The worker process: ``python -m chunkmap.worker REQUESTS_FD RESPONSES_FD HEARTBEAT_FD SLOT``.
+
+Started by :mod:`chunkmap.workers`. It reads evaluation requests from one pipe, runs the
+kernel, and writes the evaluation to the other. Before each call of ``func`` the kernel writes
+the element's position into this worker's slot of the shared heartbeat file, so that when the
+process dies (a segmentation fault in a C library) or hangs, the parent knows which element did
+it. It imports numpy and the kernel only, so it starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import pickle
+import signal
+import sys
+from multiprocessing.connection import Connection
+
+from .kernel import ElementFailure, evaluate_columns
+
+HEARTBEAT_BYTES = 8
+
+
+def serve(requests: Connection, responses: Connection, heartbeat: memoryview) -> None:
+    """Answer requests until the parent closes the pipe or asks to stop."""
+    while True:
+        try:
+            message = requests.recv_bytes()
+        except EOFError:
+            return
+        func, skip, kwargs, columns = pickle.loads(message)
+        if func is None:
+            return
+        try:
+            response = ("done", evaluate_columns(func, columns, skip, kwargs, heartbeat))
+        except ElementFailure as failure:
+            response = ("raised", failure, _picklable(failure.__cause__))
+        responses.send_bytes(_dumps(response))
+
+
+def _dumps(obj: object) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # values that pickle cannot carry (object results): cloudpickle can
+        import cloudpickle
+
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _picklable(exc: BaseException | None) -> BaseException | None:
+    """The exception itself if it survives a pickle round trip, else None."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return None
+    return exc
+
+
+def die_with_parent() -> None:
+    """On Linux, have the kernel kill this process when its parent dies (even stuck in a C call)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: EOF on the pipe still ends us
+        pass
+
+
+def main(argv: list[str]) -> None:
+    die_with_parent()
+    requests_fd, responses_fd, heartbeat_fd, slot = argv
+    sys.path[:] = json.loads(os.environ.pop("CHUNKMAP_WORKER_SYS_PATH", "[]")) or sys.path
+    mapping = mmap.mmap(int(heartbeat_fd), 0)
+    start = int(slot) * HEARTBEAT_BYTES
+    heartbeat = memoryview(mapping)[start : start + HEARTBEAT_BYTES].cast("q")
+    serve(Connection(int(requests_fd), writable=False), Connection(int(responses_fd), readable=False), heartbeat)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,295 @@
+"""Worker processes that can die or hang without taking the run with them.
+
+A :class:`WorkerPool` keeps one process (:mod:`chunkmap.worker`) per parallel slot, started with
+``subprocess`` (so it also works inside daemonic dask workers) and reused across runs. Each
+worker has a slot in a shared heartbeat mapping where it writes the position of the element it is
+about to evaluate. The parent thread that sent a request watches the pipe, the process and the
+heartbeat: a dead process raises :class:`WorkerDied` and a position that stops moving for longer
+than the timeout raises :class:`WorkerHung`, both naming the element; the pool then replaces the
+worker. :mod:`chunkmap.isolation` turns those into per-element failures.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import mmap
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ChunkmapError
+
+__all__ = ["WorkerDied", "WorkerHung", "Cancelled", "WorkerPool", "shared_pool", "shutdown"]
+
+#: seconds between two looks at a busy worker's pipe, process and heartbeat
+POLL_INTERVAL = 0.05
+#: before its first element a worker may import modules; it is not timed out during that
+SETUP_GRACE = 60.0
+NOT_STARTED = -1
+
+
+class WorkerDied(ChunkmapError):
+    """A worker process ended while evaluating; ``position`` is the element it was on (-1: none yet)."""
+
+    def __init__(self, position: int, returncode: int) -> None:
+        self.position = position
+        self.returncode = returncode
+        super().__init__(f"worker process {describe_exit(returncode)} at element {position}")
+
+
+class WorkerHung(ChunkmapError):
+    """An element ran longer than the timeout; its worker process was killed."""
+
+    def __init__(self, position: int, seconds: float) -> None:
+        self.position = position
+        self.seconds = seconds
+        super().__init__(f"element {position} did not return within {seconds:g} s")
+
+
+class Cancelled(ChunkmapError):
+    """The run was cancelled (e.g. Ctrl-C) while a worker was busy; the worker was killed."""
+
+
+def describe_exit(returncode: int) -> str:
+    """'killed by signal SIGSEGV (Segmentation fault)' or 'exited with code 3'.
+
+    Examples
+    --------
+    >>> describe_exit(-11), describe_exit(3)
+    ('killed by signal SIGSEGV (Segmentation fault)', 'exited with code 3')
+    """
+    if returncode < 0:
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"killed by signal {name} ({signal.strsignal(number)})"
+    return f"exited with code {returncode}"
+
+
+def exit_name(returncode: int) -> str:
+    """A short name of how a process ended: 'SIGSEGV' or 'exit 3'."""
+    if returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit {returncode}"
+
+
+class Heartbeats:
+    """One int64 per worker slot in an anonymous shared file (``memfd``) that workers inherit."""
+
+    def __init__(self, slots: int) -> None:
+        size = max(slots, 1) * 8
+        if hasattr(os, "memfd_create"):
+            self.fd = os.memfd_create("chunkmap-heartbeats")
+        else:  # pragma: no cover - not Linux
+            self.fd, path = tempfile.mkstemp(prefix="chunkmap-heartbeats-")
+            os.unlink(path)  # no name left behind, whatever happens to this process
+        os.ftruncate(self.fd, size)
+        self._mapping = mmap.mmap(self.fd, size)
+        self.positions = np.frombuffer(self._mapping, np.int64)
+
+    def close(self) -> None:
+        self.positions = None
+        self._mapping.close()
+        os.close(self.fd)
+
+
+class WorkerProcess:
+    """One worker process, its two pipes and its heartbeat slot."""
+
+    def __init__(self, slot: int, heartbeats: Heartbeats) -> None:
+        self.slot = slot
+        self.heartbeats = heartbeats
+        request_read, request_write = os.pipe()
+        response_read, response_write = os.pipe()
+        environment = {**os.environ, "CHUNKMAP_WORKER_SYS_PATH": json.dumps(sys.path)}
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "chunkmap.worker", str(request_read), str(response_write),
+                 str(heartbeats.fd), str(slot)],
+                pass_fds=(request_read, response_write, heartbeats.fd),
+                env=environment,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(request_read)
+            os.close(response_write)
+        self.requests = Connection(request_write, readable=False)
+        self.responses = Connection(response_read, writable=False)
+
+    @property
+    def position(self) -> int:
+        return int(self.heartbeats.positions[self.slot])
+
+    def evaluate(
+        self,
+        payload: bytes,
+        timeout: float | None = None,
+        cancelled: threading.Event | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Any:
+        """Send one request and wait for its response, watching the worker meanwhile.
+
+        ``progress(position)`` is called whenever the worker moves on to a new element.
+
+        Raises
+        ------
+        WorkerDied, WorkerHung, Cancelled
+        """
+        self.heartbeats.positions[self.slot] = NOT_STARTED
+        try:
+            self.requests.send_bytes(payload)
+        except OSError:
+            raise WorkerDied(NOT_STARTED, self._wait_exit()) from None
+        seen, since = NOT_STARTED, time.monotonic()
+        while True:
+            if self.responses.poll(POLL_INTERVAL):
+                try:
+                    return self.responses.recv_bytes()
+                except (EOFError, OSError):
+                    raise WorkerDied(self.position, self._wait_exit()) from None
+            if self.process.poll() is not None:
+                raise WorkerDied(self.position, self.process.returncode)
+            if cancelled is not None and cancelled.is_set():
+                self.kill()
+                raise Cancelled("the run was cancelled")
+            position, now = self.position, time.monotonic()
+            if position != seen:
+                seen, since = position, now
+                if progress is not None and position >= 0:
+                    progress(position)
+            elif timeout is not None and now - since > (timeout if seen >= 0 else SETUP_GRACE + timeout):
+                self.kill()
+                raise WorkerHung(max(seen, 0), timeout)
+
+    def _wait_exit(self) -> int:
+        try:
+            return self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def close(self) -> None:
+        """Ask the worker to stop; kill it if it does not within a few seconds."""
+        try:
+            self.requests.close()  # EOF: the worker's loop ends
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.responses.close()
+
+
+class WorkerPool:
+    """``size`` worker processes, each used by one thread at a time.
+
+    Examples
+    --------
+    >>> with WorkerPool(1) as pool:
+    ...     worker = pool.acquire()
+    ...     worker.process.poll() is None
+    True
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.heartbeats = Heartbeats(size)
+        self._idle: queue.LifoQueue[WorkerProcess] = queue.LifoQueue()
+        self._all: dict[int, WorkerProcess] = {}
+        self._lock = threading.Lock()
+        for slot in range(size):
+            self._idle.put(self._start(slot))
+
+    def _start(self, slot: int) -> WorkerProcess:
+        worker = WorkerProcess(slot, self.heartbeats)
+        with self._lock:
+            self._all[slot] = worker
+        return worker
+
+    def acquire(self) -> WorkerProcess:
+        """A live worker for the calling thread's exclusive use (waits while all are busy)."""
+        worker = self._idle.get()
+        if worker.process.poll() is not None:  # died while idle: replace it
+            worker = self.replace(worker)
+        return worker
+
+    def release(self, worker: WorkerProcess) -> None:
+        """Give a worker back after use."""
+        self._idle.put(worker)
+
+    def replace(self, worker: WorkerProcess) -> WorkerProcess:
+        """Kill ``worker`` if it still runs and start a fresh one in its slot."""
+        worker.kill()
+        worker.responses.close()
+        return self._start(worker.slot)
+
+    def alive(self) -> bool:
+        return all(worker.process.poll() is None for worker in self._all.values())
+
+    def close(self) -> None:
+        """Stop every worker and free the heartbeats."""
+        for worker in list(self._all.values()):
+            worker.close()
+        self._all.clear()
+        self.heartbeats.close()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_shared: dict[str, Any] = {"pool": None, "key": None}
+_shared_lock = threading.Lock()
+
+
+def shared_pool(size: int) -> WorkerPool:
+    """The process-wide pool of ``size`` workers, started on first use and reused across runs.
+
+    Workers inherit the environment of the moment they start: when ``os.environ`` or
+    ``sys.path`` has changed since (for example a library's cost setting read from the
+    environment), the pool is restarted so that the workers see it.
+    """
+    key = (size, tuple(sorted(os.environ.items())), tuple(sys.path))
+    with _shared_lock:
+        pool = _shared["pool"]
+        if pool is not None and _shared["key"] != key:
+            pool.close()
+            pool = None
+        if pool is None:
+            pool = WorkerPool(size)
+            _shared.update(pool=pool, key=key)
+        return pool
+
+
+def shutdown() -> None:
+    """Stop the shared worker processes (they restart on the next run that needs them)."""
+    with _shared_lock:
+        if _shared["pool"] is not None:
+            _shared["pool"].close()
+        _shared.update(pool=None, key=None)
+
+
+atexit.register(shutdown)
