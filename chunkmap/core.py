@@ -6,8 +6,12 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable
 
+from .checkpoint import Checkpoint, fingerprint, open_store
 from .errors import NotCallableError, OptionError
+from .kernel import ChunkOutput
+from .outputs import Outputs
 from .plan import make_plan
+from .progress import make_progress
 from .result import Result, Stats
 
 __all__ = ["run"]
@@ -23,6 +27,8 @@ def run(
     client: Any = None,
     kwargs: Mapping[str, Any] | None = None,
     timeout: float | None = None,
+    progress: bool | Callable[[int, int, int], None] | None = None,
+    checkpoint: Any = None,
 ) -> Result:
     """Call ``func`` on every unmasked element of ``arrays``, in parallel on dask.
 
@@ -62,6 +68,18 @@ def run(
         Run on this client's cluster; the same as ``scheduler=client``.
     kwargs : mapping, optional
         Keyword arguments passed to every call of ``func``.
+    progress : bool, callable or None, optional
+        A live count of elements (done/total, rate, ETA, failures). ``None`` (the default)
+        shows a tqdm bar when interactive (Jupyter, IPython, a terminal) and tqdm is
+        installed; ``True`` always (it needs the ``progress`` extra); ``False`` never; a
+        callable is called with ``(done, total, failed)`` after every change. Counts are
+        unmasked elements; they only grow, also when a range is re-run after a crash.
+    checkpoint : str, path or store, optional
+        Persist every finished chunk there (a directory, or a ``redis://`` URL) and reuse
+        finished chunks when the same call runs again: after a crash, a kill or Ctrl-C, the
+        rerun computes only the rest and returns the same result as an uninterrupted run.
+        Runs are told apart by a fingerprint of ``func``, ``kwargs``, ``skip``, the inputs'
+        contents and the mask; a different call starts a fresh run beside the old one.
     timeout : float, optional
         Seconds one call may take. A call that runs longer is recorded in ``result.failures``
         with kind ``"timeout"``, its worker process is replaced and the run goes on. Needs a
@@ -104,7 +122,6 @@ def run(
     ([0, 1], [0, 1], [0.1, 0.1])
     """
     from .engine import Execution, execute, resolve_scheduler  # dask loads on the first run
-    from .outputs import Outputs
 
     started = time.perf_counter()
     if not callable(func):
@@ -113,13 +130,41 @@ def run(
             f"first: run(func, *arrays)"
         )
     execution = Execution(func, _skip_tuple(skip), _kwargs_mapping(kwargs), _timeout(timeout))
+    store = open_store(checkpoint) if checkpoint is not None else None
     with resolve_scheduler(scheduler, client) as resolved:
         plan = make_plan(arrays, mask=mask, chunks=chunks, workers=resolved.workers)
+        saved = None
+        if store is not None:
+            run_id = fingerprint(func, plan.source, execution.skip, execution.kwargs, chunks)
+            saved = Checkpoint(store, run_id)
+            plan = plan.with_chunk_size(saved.chunk_size() or plan.chunk_size)
+            saved.start(plan.chunk_size, {"func": repr(func), "shape": list(plan.shape),
+                                          "elements": plan.elements, "unmasked": plan.unmasked})
         outputs = Outputs(plan.shape, plan.chunks)
-        execute(plan, execution, resolved, outputs)
+        reporter = make_progress(progress, plan.unmasked)
+        resumed = list(saved.load()) if saved is not None else []
+        for output in resumed:
+            outputs.add(output)
+        if reporter is not None:
+            reporter.advance(sum(len(o.flat_index) for o in resumed), sum(len(o.evaluation.failures) for o in resumed))
+            execution.progress = reporter.advance
+
+        def finished(output: ChunkOutput) -> None:
+            if saved is not None:
+                saved.save(output)
+            if reporter is not None:
+                reporter.fail(len(output.evaluation.failures))
+
+        try:
+            remaining = [chunk for chunk in plan.chunks if not outputs.completed[chunk.index]]
+            execute(plan, execution, resolved, outputs, remaining, on_output=finished)
+        finally:
+            if reporter is not None:
+                reporter.close()
         result = outputs.result()
     wall_time = time.perf_counter() - started
-    calls = len(result.values) + len(result.failures)
+    resumed_elements = sum(len(output.flat_index) for output in resumed)
+    calls = len(result.values) + len(result.failures) - resumed_elements
     result.stats = Stats(
         elements=plan.elements,
         masked=plan.elements - plan.unmasked,
@@ -127,6 +172,7 @@ def run(
         failed=len(result.failures),
         wall_time=wall_time,
         rate=calls / wall_time if wall_time > 0 else float(calls),
+        resumed=resumed_elements,
     )
     return result
 

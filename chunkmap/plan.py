@@ -54,6 +54,13 @@ class Plan:
 
     source: ArraySource
     chunks: list[Chunk]
+    chunk_size: int
+
+    def with_chunk_size(self, size: int) -> Plan:
+        """The same work split into chunks of ``size`` unmasked elements."""
+        if size == self.chunk_size:
+            return self
+        return Plan(self.source, split(self.source.valid, self.source.size, size), size)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -101,7 +108,7 @@ def make_plan(
     source = ArraySource(data, shape, valid)
     unmasked = source.size if valid is None else int(np.count_nonzero(valid))
     size = chunk_size(chunks, unmasked, workers)
-    return Plan(source, split(valid, source.size, size))
+    return Plan(source, split(valid, source.size, size), size)
 
 
 def normalise_inputs(

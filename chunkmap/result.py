@@ -39,7 +39,9 @@ class Stats:
     wall_time : float
         Seconds from the call of ``run`` to its return.
     rate : float
-        Calls of ``func`` (computed + failed) per second of wall time.
+        Calls of ``func`` made by this run (computed + failed - resumed) per second.
+    resumed : int
+        Elements (computed or failed) taken from a checkpoint instead of evaluated again.
     """
 
     elements: int
@@ -48,12 +50,14 @@ class Stats:
     failed: int
     wall_time: float
     rate: float
+    resumed: int = 0
 
     def summary(self) -> str:
         """One line for logs: counts, time and rate."""
         return (
             f"{self.elements:,} elements: {self.masked:,} masked, {self.computed:,} computed, "
             f"{self.failed:,} failed in {self.wall_time:.3f} s ({self.rate:,.0f} calls/s)"
+            + (f"; {self.resumed:,} resumed from a checkpoint" if self.resumed else "")
         )
 
 
