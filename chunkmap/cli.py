@@ -1,4 +1,15 @@
-"""The ``chunkmap`` command line (also ``python -m chunkmap``)."""
+"""The ``chunkmap`` command line (also ``python -m chunkmap``).
+
+``chunkmap demo`` runs the seed's job on the bundled SWIG library; ``chunkmap run`` runs a job from
+files (see :mod:`chunkmap.jobs`)::
+
+    chunkmap run MODULE:FUNC IN1.npy [IN2.npy ...] -o result.npz
+                 [--mask EXPR] [--skip MODULE:EXC ...] [--scheduler S] [--chunks N]
+                 [--checkpoint DIR] [--timeout SECONDS] [--progress | --no-progress]
+
+Exit status: 0 on success, 2 for a usage or input error and any chunkmap error (the message is
+printed on stderr after ``chunkmap: error:``), 130 when interrupted with Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +44,57 @@ def chunks_option(text: str) -> int | str:
     return text if text == "auto" else integer(text, 1, "'auto' or a positive integer")
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text}")
+    return value
+
+
+RUN_DESCRIPTION = """\
+Call FUNC(in1, in2, ...) on every element of the .npy inputs (memory-mapped, broadcast together)
+and write the coordinates, values and failures of the computed elements to an .npz (read it back
+with chunkmap.jobs.load_result, or np.load). MODULE is imported: MODULE:FUNC may name any
+importable function, e.g. a SWIG-wrapped C function.
+
+--mask takes a condition over the inputs in1..inN (True = do not compute): numbers (3, -1e10,
+nan, inf), comparisons < <= > >= == != (chains like 0 <= in1 < 1 too), ~ (not), & (and), | (or),
+parentheses, and isnan(), isinf(), isfinite(), abs(). Precedence, tightest first: ~ and unary -,
+comparisons, &, |; so "in1 <= -1e10 | isnan(in2)" means "(in1 <= -1e10) | isnan(in2)". Nothing
+else is accepted: the mask is parsed, never evaluated as Python.
+
+--checkpoint, --timeout and --progress are passed to chunkmap.run only when given.
+"""
+
+
+def add_run_parser(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run MODULE:FUNC over .npy inputs and write the result to an .npz",
+        description=RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("function", metavar="MODULE:FUNC", help="the scalar function, e.g. chunkmap.stub.slowlib:slow_computation")
+    run.add_argument("inputs", metavar="INPUT.npy", nargs="+", help="input arrays in1, in2, ... (numpy.save files)")
+    run.add_argument("-o", "--output", metavar="RESULT.npz", required=True, help="where to write the result")
+    run.add_argument("--mask", metavar="EXPR", help="condition over in1..inN; True = do not compute")
+    run.add_argument("--skip", metavar="MODULE:EXC", action="append", default=[],
+                     help="record elements raising this exception as failures and go on (repeatable; "
+                          "builtins may be named alone, e.g. ValueError)")
+    run.add_argument("--scheduler", default=None,
+                     help="sync, threads, processes (default), or a dask scheduler address")
+    run.add_argument("--chunks", type=chunks_option, default="auto", help="unmasked elements per chunk, or auto")
+    run.add_argument("--checkpoint", metavar="DIR", default=None,
+                     help="persist finished chunks there; running again resumes")
+    run.add_argument("--timeout", metavar="SECONDS", type=positive_float, default=None,
+                     help="record a call running longer as a timeout failure")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show a progress bar (default: chunkmap.run's default)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chunkmap",
@@ -52,12 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="sync, threads, processes (default), or a dask scheduler address")
     demo.add_argument("--chunks", type=chunks_option, default="auto", help="elements per chunk, or auto")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the inputs")
+    add_run_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run_command(args)
     from . import demo
 
     try:
@@ -66,4 +131,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chunkmap: error: {exc}", file=sys.stderr)
         return 2
     print(demo.report(result, args.cost_ns, args.scheduler))
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``chunkmap run``: the job, its summary on stdout, the result in ``args.output``."""
+    from . import demo, jobs
+
+    options = {name: getattr(args, name) for name in jobs.OPTIONAL_RUN_OPTIONS if getattr(args, name) is not None}
+    scheduler = args.scheduler or "processes"
+    try:
+        result = jobs.run_job(
+            args.function,
+            args.inputs,
+            mask=args.mask,
+            skip=args.skip,
+            output=args.output,
+            chunks=args.chunks,
+            scheduler=args.scheduler,
+            **options,
+        )
+    except ChunkmapError as exc:
+        print(f"chunkmap: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        kept = f"; finished chunks are kept in the checkpoint {args.checkpoint}" if args.checkpoint else ""
+        print(f"chunkmap: interrupted{kept}", file=sys.stderr)
+        return 130
+    shape = "x".join(map(str, result.shape)) or "0-d"
+    inputs = "input" if len(args.inputs) == 1 else "inputs"
+    title = f"chunkmap run: {args.function} over {len(args.inputs)} {inputs} of shape {shape}, scheduler={scheduler}"
+    print(demo.report(result, title=title))
+    resumed = getattr(result.stats, "resumed", 0)
+    if resumed:
+        print(f"resumed   {resumed:>14,}  from the checkpoint {args.checkpoint}")
+    print(f"result    {args.output}")
     return 0

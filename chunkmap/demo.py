@@ -74,17 +74,25 @@ def run_demo(
         )
 
 
-def report(result: Result, cost_ns: int, scheduler: str) -> str:
-    """The demo's summary: counts, time and rate, one per line."""
+def report(result: Result, cost_ns: int = 0, scheduler: str = "processes", title: str | None = None) -> str:
+    """The demo's summary: a title line, then counts, time and rate, one per line.
+
+    ``title`` replaces the demo's first line (``chunkmap run`` uses it; ``cost_ns`` and
+    ``scheduler`` only appear in the demo's title).
+    """
     stats = result.stats
     shape = "x".join(map(str, result.shape))
 
     def share(count: int) -> str:
         return f"({count / stats.elements:.1%})" if stats.elements else ""
 
+    if title is None:
+        title = (
+            f"chunkmap demo: slowlib.slow_computation over two {shape} float64 arrays, "
+            f"{cost_ns / 1000:g} us per call, scheduler={scheduler}"
+        )
     lines = [
-        f"chunkmap demo: slowlib.slow_computation over two {shape} float64 arrays, "
-        f"{cost_ns / 1000:g} us per call, scheduler={scheduler}",
+        title,
         f"elements  {stats.elements:>14,}",
         f"masked    {stats.masked:>14,}  {share(stats.masked)}",
         f"computed  {stats.computed:>14,}  {share(stats.computed)}",
