@@ -25,8 +25,9 @@ Every output is compared (length, dtype, sha1 of xs, ys and values) with the stu
 rule evaluated with numpy (:func:`benchmarks.run_contenders.reference`); "agrees" means
 identical, and so identical to the serial loops, which are contenders too.
 
-``--memory-scenario``: n=8192 (64M elements, two 512 MB inputs) at cost 0, each contender killed
-and reported as "timeout" after ``--timeout`` seconds (default 600); with ``--quick``, n=820.
+``--memory-scenario``: n=8192 (64M elements, two 512 MB inputs) at cost 0, one (cold) call per
+contender, each killed and reported as "timeout" after ``--timeout`` seconds (default 600); with
+``--quick``, n=819.
 """
 
 from __future__ import annotations
@@ -209,6 +210,18 @@ def machine() -> dict:
             "python": platform.python_version(), "numpy": np.__version__}
 
 
+def git_state() -> str:
+    """The commit measured, with "+uncommitted chunkmap/" when the package differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "chunkmap"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + (" + uncommitted chunkmap/ changes" if dirty else "")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,6 +237,8 @@ def main(argv=None) -> int:
                     help="seconds per contender (default 600 with --memory-scenario, else 1800)")
     ap.add_argument("--no-warm", action="store_true", help="skip the second (warm) call")
     args = ap.parse_args(argv)
+    if args.memory_scenario:
+        args.no_warm = True  # one call each: the scenario is about the peak of a single run
     if args.timeout is None:
         args.timeout = 600.0 if args.memory_scenario else 1800.0
 
@@ -250,6 +265,7 @@ def main(argv=None) -> int:
         "mode": "quick" if args.quick else "full",
         "memory_scenario": args.memory_scenario,
         "machine": machine(),
+        "git": git_state(),
         "load_start": os.getloadavg(),
         "workers": WORKERS,
         "costs": [],

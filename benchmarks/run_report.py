@@ -61,9 +61,12 @@ def markdown(report: dict) -> str:
         f"chunkmap.run against its peers -- {report['mode']} mode"
         + (" (memory scenario)" if report["memory_scenario"] else "")
         + f", {report['date']}, {m['cpu']} ({m['cores']} cores), {WORKERS} workers; "
-        f"load average {report['load_start'][0]:.2f} at start, {report['load_end'][0]:.2f} at end",
+        f"load average {report['load_start'][0]:.2f} at start, {report['load_end'][0]:.2f} at end; "
+        f"chunkmap at {report.get('git', '?')}",
         "",
     ]
+    if report["memory_scenario"]:
+        return "\n".join(lines + _memory_table(report))
     for c in report["costs"]:
         ideal = f", ideal N*t/P {c['ideal_s']:.3f} s" if c["ideal_s"] else ""
         lines += [
@@ -72,8 +75,8 @@ def markdown(report: dict) -> str:
             f"outputs {c['outputs_MB']:.0f} MB){ideal}; best peer: {c['best_peer']}",
             "",
             "| contender | wall cold | wall warm | elements/s | x best serial | x best peer "
-            "| efficiency | peak mem - baseline | peak total / (in+out) | agrees |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| efficiency | peak mem - baseline | agrees |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in c["rows"]:
             name = r["contender"]
@@ -81,15 +84,14 @@ def markdown(report: dict) -> str:
                 name = f"**{name}**"
             if r["status"] != "ok":
                 lines.append(f"| {name} | {r['status']} | | | | | | "
-                             f"{_f(r.get('mem_peak_delta_MB'), '.0f')} MB | | |")
+                             f"{_f(r.get('mem_peak_delta_MB'), '.0f')} MB | |")
                 continue
             lines.append(
                 f"| {name} | {r['wall_cold']:.3f} s | {_f(r.get('wall_warm'), '.3f', '-')}"
                 f"{' s' if r.get('wall_warm') is not None else ''} | {r['throughput']:.3g} "
                 f"| {_f(r['x_serial'], '.2f')} | {_f(r['x_best_peer'], '.2f')} "
                 f"| {_f(r['efficiency'] and 100 * r['efficiency'], '.1f')}{'%' if r['efficiency'] else ''} "
-                f"| {_f(r.get('mem_peak_delta_MB'), '.0f')} MB "
-                f"| {_f(r.get('mem_peak_vs_io'), '.2f')} | {'yes' if r['agrees'] else 'NO'} |"
+                f"| {_f(r.get('mem_peak_delta_MB'), '.0f')} MB | {'yes' if r['agrees'] else 'NO'} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -108,19 +110,24 @@ def plot(report: dict, path: str) -> None:
     zero_at = 10.0
     costs = sorted(report["costs"], key=lambda c: c["cost_ns"])
     xs_of = lambda c: c["cost_ns"] if c["cost_ns"] > 0 else zero_at  # noqa: E731
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     styles = {"serial": ":", "peer": "-", "chunkmap": "-"}
+    colors = dict(zip(CONTENDERS, [
+        "#7f7f7f", "#000000", "#8c564b", "#d62728", "#9467bd", "#ff7f0e", "#bcbd22",
+        "#e377c2", "#17becf", "#1f77b4", "#2ca02c",
+    ]))
     for name in CONTENDERS:
         pts = [(xs_of(c), r["throughput"]) for c in costs for r in c["rows"]
                if r["contender"] == name and r.get("throughput")]
         if not pts:
             continue
         kind = _kind(name)
-        ax.plot(*zip(*pts), styles[kind], marker="o", label=name,
+        ax.plot(*zip(*pts), styles[kind], marker="o", label=name, color=colors[name],
                 linewidth=2.8 if kind == "chunkmap" else 1.3, markersize=5)
     ideal = [(xs_of(c), c["elements"] / c["ideal_s"]) for c in costs if c["ideal_s"]]
     if ideal:
-        ax.plot(*zip(*ideal), "k--", linewidth=1, label=f"ideal N*t/{WORKERS} (cost only)")
+        ax.plot(*zip(*ideal), "k--", marker="_", markersize=14, linewidth=1,
+                label=f"ideal N*t/{WORKERS} (cost only)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ticks = [xs_of(c) for c in costs]
@@ -133,7 +140,32 @@ def plot(report: dict, path: str) -> None:
     ax.set_title(f"chunkmap.run vs peers, {report['mode']} mode, {m['cores']} cores "
                  f"(load {report['load_start'][0]:.1f}; provisional)", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _memory_table(report: dict) -> list[str]:
+    c = report["costs"][0]
+    io = c["inputs_MB"] + c["outputs_MB"]
+    lines = [
+        f"**memory scenario, cost {_cost(c['cost_ns'])}** -- n={c['n']} ({c['elements']:,} elements; "
+        f"inputs {c['inputs_MB']:.0f} MB + outputs {c['outputs_MB']:.0f} MB = {io:.0f} MB)",
+        "",
+        "| contender | wall | peak total, all processes | peak - baseline (inputs loaded) "
+        "| peak total / (inputs + outputs) | agrees |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in c["rows"]:
+        name = r["contender"]
+        if _kind(name) == "chunkmap":
+            name = f"**{name}**"
+        wall = f"{r['wall_cold']:.1f} s" if r["status"] == "ok" else r["status"]
+        agrees = {True: "yes", False: "NO"}[bool(r.get("agrees"))] if r["status"] == "ok" else ""
+        lines.append(
+            f"| {name} | {wall} | {_f(r.get('mem_peak_MB'), '.0f')} MB "
+            f"| {_f(r.get('mem_peak_delta_MB'), '.0f')} MB | {_f(r.get('mem_peak_vs_io'), '.2f')} "
+            f"| {agrees} |"
+        )
+    return lines + [""]
