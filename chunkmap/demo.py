@@ -39,13 +39,17 @@ def make_inputs(size: int, seed: int = 0, masked_fraction: float = 0.1) -> tuple
 
 
 def set_cost(cost_ns: int, client: Any = None) -> None:
-    """Set the stub's per-call cost here, in processes started from now on, and on ``client``'s workers."""
+    """Set the stub's per-call cost here and in worker processes, also on ``client``'s dask workers.
+
+    Worker processes inherit the environment, and a worker pool restarts when the environment
+    changes, so setting ``SLOWLIB_COST_NS`` reaches every process that calls the stub.
+    """
     from .stub import slowlib
 
     slowlib.set_cost_ns(cost_ns)
-    os.environ["SLOWLIB_COST_NS"] = str(cost_ns)  # inherited by new worker processes
+    os.environ["SLOWLIB_COST_NS"] = str(cost_ns)
     if client is not None:
-        client.run(slowlib.set_cost_ns, cost_ns)
+        client.run(set_cost, cost_ns)
 
 
 def run_demo(

@@ -214,6 +214,7 @@ class WorkerPool:
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self.restarts = 0  #: workers replaced after a crash, a hang or a cancel
         self.heartbeats = Heartbeats(size)
         self._idle: queue.LifoQueue[WorkerProcess] = queue.LifoQueue()
         self._all: dict[int, WorkerProcess] = {}
@@ -242,6 +243,7 @@ class WorkerPool:
         """Kill ``worker`` if it still runs and start a fresh one in its slot."""
         worker.kill()
         worker.responses.close()
+        self.restarts += 1
         return self._start(worker.slot)
 
     def alive(self) -> bool:

@@ -87,3 +87,24 @@ def assert_matches_reference(result, func, arrays, mask=None, skip=(), kwargs=No
     assert all(f.kind == "exception" for f in result.failures)
     assert result.stats.computed == len(values)
     assert result.stats.failed == len(failures)
+
+
+def exit_in_worker(code):
+    """Unpickled in a chunkmap worker process, exit at once; anywhere else, become ``abs``."""
+    import os
+    import sys
+
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if getattr(spec, "name", "") == "chunkmap.worker":
+        os._exit(code)
+    return abs
+
+
+class ExitsInWorker:
+    """A callable that cannot be unpickled in a worker process: the worker exits with code 3."""
+
+    def __call__(self, x):
+        return abs(x)
+
+    def __reduce__(self):
+        return (exit_in_worker, (3,))

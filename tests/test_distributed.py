@@ -2,79 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 import chunkmap
 from chunkmap.stub import slowlib
 
 SENTINEL = -1e10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def dask_command() -> list[str]:
-    """The `dask` command line of this Python, whether or not its script is on PATH."""
-    script = shutil.which("dask", path=os.path.dirname(sys.executable)) or shutil.which("dask")
-    return [script] if script else [sys.executable, "-m", "distributed.cli.dask_spec"]
-
-
-@pytest.fixture(scope="module")
-def cluster_address(tmp_path_factory):
-    """A real cluster on loopback: one `dask scheduler` and two single-threaded `dask worker`s."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    logs = tmp_path_factory.mktemp("dask-logs")
-    commands = {"scheduler": ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]}
-    for i in range(2):
-        commands[f"worker-{i}"] = ["worker", address, "--nthreads", "1", "--no-dashboard", "--host",
-                                   "127.0.0.1", "--name", f"worker-{i}", "--local-directory", str(logs / f"w{i}")]
-    # Like a user's own module in a real deployment, the test functions are importable there.
-    pythonpath = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": pythonpath}
-    with contextlib.ExitStack() as stack:
-        processes = []
-        for name, arguments in commands.items():
-            log = stack.enter_context(open(logs / f"{name}.log", "wb"))
-            processes.append(subprocess.Popen([*dask_command(), *arguments], stdout=log, stderr=log, env=env))
-            stack.callback(stop, processes[-1])
-        wait_for_workers(address, 2, logs)
-        yield address
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def wait_for_workers(address: str, count: int, logs) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with Client(address, timeout="2s") as client:
-                client.wait_for_workers(count, timeout=max(1.0, deadline - time.monotonic()))
-                return
-        except (OSError, TimeoutError):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the dask cluster did not start; see the logs in {logs}") from None
-            time.sleep(0.5)
 
 
 def seed_inputs(shape, seed):
@@ -107,13 +44,6 @@ def test_real_workers_run_python_functions_and_both_work(ew, cluster_address):
 def test_real_workers_report_an_unlisted_exception(ew, cluster_address):
     with pytest.raises(chunkmap.ElementError, match=r"KeyError.*\(1, 1\).*\(3,\)"):
         chunkmap.run(ew.key_error_at_three, np.arange(6).reshape(3, 2), chunks=1, scheduler=cluster_address)
-
-
-@pytest.fixture(scope="module")
-def local_cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        with Client(cluster) as client:
-            yield client
 
 
 def test_local_cluster_client_matches_the_serial_loop(ew, local_cluster):

@@ -1,0 +1,155 @@
+"""Crashes and hangs in func cost one element each, on local processes and on real dask workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+from distributed import Client
+
+import chunkmap
+from chunkmap.demo import set_cost
+from chunkmap.errors import OptionError
+from chunkmap.isolation import WorkerStartError, evaluate_isolated
+from chunkmap.stub import slowlib
+from chunkmap.workers import WorkerPool
+
+CRASH_AT = [(0, 3), (7, 7), (19, 29)]
+HANG_AT = [(11, 2)]
+
+
+def poisoned_inputs(crash_at=(), hang_at=(), shape=(20, 30), seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.random(shape)
+    b = rng.random(shape)
+    for coords in crash_at:
+        a[coords] = slowlib.CRASH_VALUE
+    for coords in hang_at:
+        a[coords] = slowlib.HANG_VALUE
+    return a, b
+
+
+def assert_isolated(result, a, b, crash_at=(), hang_at=()):
+    """Exactly the poisoned elements failed with their kind; everything else equals the serial loop."""
+    poisoned = {tuple(c): "crash" for c in crash_at} | {tuple(c): "timeout" for c in hang_at}
+    expected_values, expected_coords, expected_failures = [], [], []
+    for index in np.ndindex(a.shape):
+        if index in poisoned:
+            expected_failures.append((index, poisoned[index]))
+            continue
+        try:
+            value = slowlib.slow_computation(a[index].item(), b[index].item())
+        except slowlib.InternalError:
+            expected_failures.append((index, "exception"))
+        else:
+            expected_coords.append(index)
+            expected_values.append(value)
+    assert list(zip(*result.coords)) == expected_coords
+    assert result.values.tolist() == expected_values
+    assert [(f.coords, f.kind) for f in result.failures] == expected_failures
+    for failure in result.failures:
+        if failure.kind == "crash":
+            assert failure.type == "SIGSEGV" and "Segmentation fault" in failure.message
+        if failure.kind == "timeout":
+            assert failure.type == "Timeout" and "did not return within" in failure.message
+
+
+def test_crashes_on_local_processes_cost_one_element_each():
+    a, b = poisoned_inputs(CRASH_AT)
+    result = chunkmap.run(slowlib.slow_computation, a, b, skip=slowlib.InternalError, chunks=100)
+    assert_isolated(result, a, b, crash_at=CRASH_AT)
+    assert result.stats.failed == len(result.failures)
+
+
+def test_hang_with_timeout_on_local_processes():
+    a, b = poisoned_inputs(CRASH_AT[:1], HANG_AT)
+    result = chunkmap.run(slowlib.slow_computation, a, b, skip=slowlib.InternalError, timeout=1.0, chunks=200)
+    assert_isolated(result, a, b, crash_at=CRASH_AT[:1], hang_at=HANG_AT)
+
+
+def test_crash_and_hang_on_real_dask_workers(cluster_address):
+    a, b = poisoned_inputs(CRASH_AT, HANG_AT, seed=1)
+    result = chunkmap.run(slowlib.slow_computation, a, b, skip=slowlib.InternalError, timeout=1.0,
+                          chunks=150, scheduler=cluster_address)
+    assert_isolated(result, a, b, crash_at=CRASH_AT, hang_at=HANG_AT)
+    with Client(cluster_address, timeout="5s") as client:
+        assert len(client.nthreads()) == 2  # the dask workers themselves survived
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_timeout_needs_isolation(scheduler):
+    with pytest.raises(OptionError, match=f"timeout= needs calls isolated in worker processes, which scheduler='{scheduler}'"):
+        chunkmap.run(abs, np.arange(3), timeout=1, scheduler=scheduler)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "1s", True])
+def test_timeout_must_be_positive_seconds(timeout):
+    with pytest.raises(OptionError, match="timeout must be a positive number of seconds"):
+        chunkmap.run(abs, np.arange(3), timeout=timeout)
+
+
+def test_one_poisoned_element_in_a_chunk_of_10000_needs_two_restarts():
+    a = np.linspace(0.0, 1.0, 10_000)
+    a[6_543] = slowlib.CRASH_VALUE
+    b = np.full_like(a, 0.25)
+    runs = []
+    with WorkerPool(1) as pool:
+        evaluation = evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool,
+                                       progress=runs.append)
+        assert pool.restarts == 2  # the chunk's worker, then the culprit's confirmation run
+    crashes = [f for f in evaluation.failures if f[1] == "SIGSEGV"]
+    assert crashes == [(6_543, "SIGSEGV", crashes[0][2])]
+    assert sum(runs) == 10_000  # every element counted once
+
+
+def test_a_worker_that_cannot_start_gives_a_clear_error(ew):
+    with pytest.raises(WorkerStartError, match="exited with code 3 twice before evaluating any element"):
+        chunkmap.run(ew.ExitsInWorker(), np.arange(4), scheduler="processes")
+
+
+def test_cancel_stops_busy_workers_at_once():
+    a = np.full(50, 0.5)
+    a[0] = slowlib.HANG_VALUE
+    cancelled = threading.Event()
+    threading.Timer(0.5, cancelled.set).start()
+    started = time.monotonic()
+    with WorkerPool(1) as pool:
+        with pytest.raises(chunkmap.workers.Cancelled):
+            evaluate_isolated([a, a], slowlib.slow_computation, (), None, pool, cancelled=cancelled)
+    assert time.monotonic() - started < 10
+
+
+def test_killing_a_dask_worker_mid_run_still_completes(ew, cluster_address):
+    """SIGKILL one real `dask worker` process during a run: its nanny restarts it, work is redone."""
+    with Client(cluster_address, timeout="5s") as client:
+        client.run(set_cost, 2_000_000)  # 2 ms per call: 2,000 calls take ~2 s on 2 workers
+        pid = next(iter(client.run(os.getpid).values()))
+        killed_at = []
+
+        def kill():
+            os.kill(pid, signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+        try:
+            a, b = poisoned_inputs(seed=3, shape=(40, 50))
+            killer = threading.Timer(1.0, kill)
+            killer.start()
+            result = chunkmap.run(slowlib.slow_computation, a, b, skip=slowlib.InternalError, chunks=50,
+                                  client=client)
+            finished_at = time.monotonic()
+            killer.join()
+        finally:
+            client.wait_for_workers(2, timeout=60)
+            for _ in range(40):  # the restarted worker may still be registering
+                try:
+                    client.run(set_cost, 0)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+    assert killed_at and killed_at[0] < finished_at, "the worker must die while the run is going on"
+    assert_isolated(result, a, b)
