@@ -167,15 +167,68 @@ def test_an_unwritable_output_fails_before_the_run(tmp_path, inputs):
     assert "chunkmap: error: the output folder" in completed.stderr and "does not exist" in completed.stderr
 
 
-@pytest.mark.parametrize("option, value", [("checkpoint", "ck"), ("timeout", "5"), ("progress", None)])
-def test_long_run_options_are_passed_only_when_run_accepts_them(tmp_path, inputs, option, value):
-    if option in inspect.signature(chunkmap.run).parameters:
-        pytest.skip(f"chunkmap.run accepts {option}=: covered by the long-run tests")
-    flag = [f"--{option}"] + ([value] if value else [])
-    completed = run_cli(f"{STUB}:slow_computation", "a2.npy", *flag, "-o", "out.npz", cwd=tmp_path)
-    assert completed.returncode == 2
-    assert f"the {option}= option needs a chunkmap.run() that accepts {option}=" in completed.stderr
-    assert f"leave out --{option}" in completed.stderr
+def test_ctrl_c_keeps_the_checkpoint_and_a_rerun_resumes(tmp_path, inputs):
+    a1, a2 = inputs
+    (tmp_path / "napping.py").write_text(textwrap.dedent("""
+        import time
+        from chunkmap.stub import slowlib
+
+        def slow(x, y):
+            time.sleep(0.004)
+            return slowlib.slow_computation(x, y)
+    """))
+    args = [sys.executable, "-m", "chunkmap", "run", "napping:slow", "a2.npy", "a1.npy", "--mask", "in2 <= -1e10",
+            "--skip", f"{STUB}:InternalError", "--chunks", "40", "--checkpoint", "ck", "-o", "out.npz"]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(list((tmp_path / "ck").rglob("chunk-*"))) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "chunkmap: interrupted; finished chunks are kept in the checkpoint ck"
+    assert not (tmp_path / "out.npz").exists()
+    kept = len(list((tmp_path / "ck").rglob("chunk-*")))
+    assert 3 <= kept < int((a1 > -1e10).sum()) // 40  # stopped half way
+
+    completed = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    result = jobs.load_result(tmp_path / "out.npz")
+    assert_matches_reference(result, a2, a1)
+    assert result.stats.resumed >= kept * 40 - 40
+    assert f"resumed   {result.stats.resumed:>14,}  from the checkpoint ck" in completed.stdout
+
+
+def test_timeout_records_a_hung_call(tmp_path, inputs):
+    a1, a2 = inputs
+    hung = a2.copy()
+    hung[2, 3] = slowlib.HANG_VALUE
+    a1[2, 3] = 0.5
+    np.save(tmp_path / "hung.npy", hung)
+    np.save(tmp_path / "a1.npy", a1)
+    completed = run_cli(f"{STUB}:slow_computation", "hung.npy", "a1.npy", "--mask", "in2 <= -1e10", "--skip",
+                        f"{STUB}:InternalError", "--timeout", "1", "--scheduler", "processes", "-o", "out.npz",
+                        cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    result = jobs.load_result(tmp_path / "out.npz")
+    timeouts = [failure for failure in result.failures if failure.kind == "timeout"]
+    assert [failure.coords for failure in timeouts] == [(2, 3)]
+    computed, values, _ = serial_reference(a2, a1)  # a2 without the hang trigger
+    others = computed != np.ravel_multi_index((2, 3), a1.shape)
+    np.testing.assert_array_equal(result.flat_index, computed[others])
+    np.testing.assert_array_equal(result.values, values[others])
+
+
+@pytest.mark.parametrize("flag", ["--progress", "--no-progress"])
+def test_progress_bar_on_stderr_only_when_asked(tmp_path, inputs, flag):
+    completed = run_cli(f"{STUB}:slow_computation", "a2.npy", "a1.npy", "--mask", "in2 <= -1e10", "--skip",
+                        f"{STUB}:InternalError", "--scheduler", "threads", flag, "-o", "out.npz", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    unmasked = int((inputs[0] > -1e10).sum())
+    if flag == "--progress":
+        assert "100%" in completed.stderr and f"{unmasked / 1000:.2f}k/{unmasked / 1000:.2f}k" in completed.stderr
+    else:
+        assert completed.stderr == ""
 
 
 def test_ctrl_c_exits_130(tmp_path):
