@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
@@ -14,7 +13,6 @@ import time
 import numpy as np
 import pytest
 
-import chunkmap
 from chunkmap import cli, jobs
 from chunkmap.errors import FormatError, MissingFileError, NotCallableError, NpyFormatError, OptionError, ShapeError
 from chunkmap.result import Failures, Result, Stats, unravel
