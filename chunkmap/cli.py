@@ -14,10 +14,11 @@ printed on stderr after ``chunkmap: error:``), 130 when interrupted with Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
-from .errors import ChunkmapError
+from .errors import ChunkmapError, ElementError
 
 __all__ = ["main"]
 
@@ -140,6 +141,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     options = {name: getattr(args, name) for name in jobs.OPTIONAL_RUN_OPTIONS if getattr(args, name) is not None}
     scheduler = args.scheduler or "processes"
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # MODULE:FUNC is found in the current directory, as with python -m
     try:
         result = jobs.run_job(
             args.function,
@@ -151,6 +154,9 @@ def run_command(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             **options,
         )
+    except ElementError as exc:  # the job ran and failed: not a usage error
+        print(f"chunkmap: error: {exc}", file=sys.stderr)
+        return 1
     except ChunkmapError as exc:
         print(f"chunkmap: error: {exc}", file=sys.stderr)
         return 2

@@ -141,7 +141,6 @@ def test_a_users_module_on_pythonpath_runs_on_worker_processes(tmp_path):
          "unexpected name '__import__' at column 16 of the mask"),
         ([f"{STUB}:slow_computation", "a2.npy", "a1.npy", "--mask", "in3 > 0"], "'in3' at column 1 of the mask is out"),
         ([f"{STUB}:slow_computation", "a2.npy", "a1.npy", "--mask", "in1.real > 0"], "unexpected '.' at column 4"),
-        ([f"{STUB}:slow_computation", "a2.npy", "a1.npy"], "func raised InternalError"),
         ([f"{STUB}:slow_computation", "a2.npy", "a1.npy", "--scheduler", "gpu"], "unknown scheduler 'gpu'"),
         ([f"{STUB}:slow_computation", "a2.npy", "--chunks", "0"], "expected 'auto' or a positive integer; got 0"),
         ([f"{STUB}:slow_computation", "a2.npy", "--timeout", "-1"], "expected a positive number of seconds; got -1"),
@@ -155,6 +154,14 @@ def test_bad_jobs_exit_2_with_a_clear_message(tmp_path, inputs, args, message):
     completed = run_cli(*args, "-o", "out.npz", cwd=tmp_path)
     assert completed.returncode == 2, completed.stderr
     assert message in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_an_unlisted_exception_fails_the_job_with_exit_1(tmp_path, inputs):
+    completed = run_cli(f"{STUB}:slow_computation", "a2.npy", "a1.npy", "-o", "out.npz", cwd=tmp_path)
+    assert completed.returncode == 1, completed.stderr
+    assert "func raised InternalError" in completed.stderr and "pass skip=InternalError" in completed.stderr
     assert "Traceback" not in completed.stderr
     assert not (tmp_path / "out.npz").exists()
 
@@ -440,3 +447,16 @@ def test_stats_fields_added_or_removed_later_still_load(tmp_path):
     np.savez(tmp_path / "r.npz", **entries)
     loaded = jobs.load_result(tmp_path / "r.npz").stats
     assert loaded.elements == 24 and loaded.rate == 0
+
+
+def test_the_installed_command_imports_from_the_current_directory(tmp_path):
+    import shutil
+
+    script = shutil.which("chunkmap", path=os.path.dirname(sys.executable)) or shutil.which("chunkmap")
+    (tmp_path / "here.py").write_text("def triple(x):\n    return 3 * x\n")
+    np.save(tmp_path / "x.npy", np.arange(6.0).reshape(2, 3))
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    completed = subprocess.run([script, "run", "here:triple", "x.npy", "-o", "out.npz", "--scheduler", "processes"],
+                               capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert jobs.load_result(tmp_path / "out.npz").values.tolist() == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0]
