@@ -100,6 +100,9 @@ def evaluate_isolated(
                                            f"worker process was killed and replaced")))
             todo[:0] = [r for r in ((start, culprit), (culprit + 1, stop)) if r[0] < r[1]]
             continue
+        except BaseException:  # e.g. KeyboardInterrupt in a progress hook: the worker is mid-request
+            worker = pool.replace(worker)
+            raise
         finally:
             pool.release(worker)
         kind, *rest = pickle.loads(response)

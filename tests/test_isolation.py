@@ -153,3 +153,23 @@ def test_killing_a_dask_worker_mid_run_still_completes(ew, cluster_address):
                     time.sleep(0.5)
     assert killed_at and killed_at[0] < finished_at, "the worker must die while the run is going on"
     assert_isolated(result, a, b)
+
+
+def test_an_exception_in_the_progress_hook_leaves_the_pool_usable(monkeypatch):
+    a = np.linspace(0, 1, 300)
+    monkeypatch.setenv("SLOWLIB_COST_NS", "1000000")  # the worker is still busy when the hook raises
+
+    def interrupt(elements):
+        raise KeyboardInterrupt
+
+    with WorkerPool(1) as pool:
+        with pytest.raises(KeyboardInterrupt):
+            evaluate_isolated([a, a], slowlib.slow_computation, (slowlib.InternalError,), None, pool, progress=interrupt)
+        evaluation = evaluate_isolated([a, a / 2], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
+    expected = []
+    for x in a.tolist():
+        try:
+            expected.append(slowlib.slow_computation(x, x / 2))
+        except slowlib.InternalError:
+            pass
+    assert evaluation.values.tolist() == expected
