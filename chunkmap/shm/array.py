@@ -16,6 +16,7 @@ may have been started before the segment existed (a long-lived worker pool), und
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,14 @@ from .errors import ClosedError, SharedMemoryError
 __all__ = ["SharedArray"]
 
 
+_DTYPES: dict[Any, np.dtype] = {}  # dtype-like -> checked dtype (unpickling is a hot path)
+
+
 def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):
+        pass
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
@@ -38,10 +46,14 @@ def _check_dtype(dtype: Any) -> np.dtype:
             f"dtype {dt} cannot live in shared memory (it holds Python objects or has no size); "
             f"use a numeric, bool, datetime or fixed-size structured dtype"
         )
+    if isinstance(dtype, (str, np.dtype)) and len(_DTYPES) < 1024:
+        _DTYPES[dtype] = dt
     return dt
 
 
 def _check_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    if type(shape) is tuple and all(type(n) is int and n >= 0 for n in shape):
+        return shape
     try:
         dims = (int(shape),) if np.ndim(shape) == 0 else tuple(int(n) for n in shape)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
@@ -87,7 +99,7 @@ class SharedArray:
         self._dtype = dtype
         self._offset = offset
         self._owner = owner
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if offset < 0 or offset + nbytes > segment.size:
             raise InputError(
                 f"an array of shape {shape} and dtype {dtype} at offset {offset} needs {offset + nbytes} bytes; "
@@ -126,7 +138,7 @@ class SharedArray:
         """
         dims = _check_shape(shape)
         dt = _check_dtype(dtype)
-        seg = _segment.create(int(np.prod(dims, dtype=np.int64)) * dt.itemsize)
+        seg = _segment.create(math.prod(dims) * dt.itemsize)
         return cls(seg, dims, dt, 0, owner=True)
 
     @classmethod
@@ -183,7 +195,7 @@ class SharedArray:
             raise InputError("a 0-d SharedArray has no rows")
         start, stop, _ = slice(start, stop).indices(self._shape[0])
         stop = max(stop, start)
-        row_bytes = int(np.prod(self._shape[1:], dtype=np.int64)) * self._dtype.itemsize
+        row_bytes = math.prod(self._shape[1:]) * self._dtype.itemsize
         return SharedArray(
             self._segment, (stop - start,) + self._shape[1:], self._dtype, self._offset + start * row_bytes
         )
@@ -215,7 +227,7 @@ class SharedArray:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self._shape, dtype=np.int64)) * self._dtype.itemsize
+        return math.prod(self._shape) * self._dtype.itemsize
 
     @property
     def owner(self) -> bool:
