@@ -69,6 +69,8 @@ def die_with_parent() -> None:
 
 def main(argv: list[str]) -> None:
     die_with_parent()
+    # Ctrl-C reaches the whole process group; the parent decides what stops, and kills us if needed
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests_fd, responses_fd, heartbeat_fd, slot = argv
     sys.path[:] = json.loads(os.environ.pop("CHUNKMAP_WORKER_SYS_PATH", "[]")) or sys.path
     mapping = mmap.mmap(int(heartbeat_fd), 0)
