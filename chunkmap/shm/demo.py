@@ -22,7 +22,7 @@ import numpy as np
 from .array import SharedArray
 from .pool import SlotPool
 
-__all__ = ["loader", "processor", "run_pipeline", "PipelineReport"]
+__all__ = ["loader", "processor", "run_pipeline", "PipelineReport", "add_and_sum"]
 
 
 class DemoError(RuntimeError):
@@ -58,6 +58,15 @@ def processor(pool: SlotPool, seen: SharedArray, timeout: float = 30.0, fail_at:
                 if a.size and not (a == k).all():
                     raise DemoError(f"slot {slot.index} holds a mix of items")
                 counts[k] += 1
+
+
+def add_and_sum(sa: SharedArray, value: float) -> tuple[int, float]:
+    """Add ``value`` to every element of the shared array in place; return (pid, new sum)."""
+    import os
+
+    a = sa.array
+    a += value
+    return os.getpid(), float(a.sum())
 
 
 @dataclasses.dataclass

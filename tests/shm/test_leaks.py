@@ -30,6 +30,11 @@ from chunkmap.shm.demo import run_pipeline
 if __name__ == "__main__":
     method, end = sys.argv[1], sys.argv[2]
     sa = SharedArray.from_array(np.zeros(100))
+    if end == "bare":  # no multiprocessing object (its semaphores would outlive a killed tree)
+        extra = SharedArray.create(10)
+        print(sa.name, extra.name, flush=True)
+        print("ready", flush=True)
+        time.sleep(120)
     pool = SlotPool(2, (10,), "f4")
     print(sa.name, pool._slots[0].name, pool._state.name, flush=True)
     ctx = multiprocessing.get_context(method)
@@ -93,7 +98,7 @@ def test_sigkill_of_owner(tmp_path):
 
 
 def test_sigkill_of_owner_and_tracker_is_swept_by_next_creator(tmp_path, monkeypatch):
-    proc = run(tmp_path, "fork", "sleep", start_new_session=True)
+    proc = run(tmp_path, "fork", "bare", start_new_session=True)
     names = proc.stdout.readline().split()
     assert proc.stdout.readline().strip() == "ready"
     os.killpg(proc.pid, signal.SIGKILL)  # the program and its resource tracker
@@ -109,7 +114,7 @@ def test_sigkill_of_owner_and_tracker_is_swept_by_next_creator(tmp_path, monkeyp
 
 def test_sigkill_of_owner_with_file_fallback_is_swept(tmp_path, monkeypatch):
     monkeypatch.setenv(segment.ENV_DIR, str(tmp_path))
-    proc = run(tmp_path, "fork", "sleep")
+    proc = run(tmp_path, "fork", "bare")
     names = proc.stdout.readline().split()
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGKILL)
