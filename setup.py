@@ -27,8 +27,11 @@ slowlib = Extension(
     extra_compile_args=["-O2"],
 )
 
+# The compiled per-element loop of chunkmap.loop (plain C API, no numpy headers).
+hotloop = Extension("chunkmap._hotloop", ["chunkmap/_hotloop.c"], extra_compile_args=["-O3"])
+
 setup(
-    ext_modules=[slowlib],
+    ext_modules=[slowlib, hotloop],
     cmdclass={"build_py": build_py},
     # The SWIG-generated C source is not package data (the *.c glob would match it).
     exclude_package_data={"chunkmap.stub": ["slowlib_wrap.c"]},

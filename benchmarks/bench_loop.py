@@ -1,0 +1,139 @@
+"""Per-element cost of chunkmap.loop against the best plain serial Python loop, one process.
+
+    python -m benchmarks.bench_loop [--quick] [--n N] [--repeat R] [--json PATH]
+
+Two float64 columns of N elements (2,000,000, or 100,000 with --quick; uniform in [0, 1),
+so ~2.7 % of the slowlib calls raise InternalError), for three functions:
+
+- ``slowlib``          -> ``chunkmap.stub.slowlib.slow_computation`` at cost 0 (SWIG -builtin,
+                          returns int, raises InternalError);
+- ``python function``  -> ``lambda a, b: a + b``;
+- ``operator.add``     -> a builtin.
+
+Contenders, each with ``skip=(slowlib.InternalError,)``, best of R runs (R=3, 2 with --quick):
+
+- ``serial``   -> the best plain loop: ``for a, b in zip(x.tolist(), y.tolist()):
+                  try: out.append(f(a, b)) except E: pass`` (the tolist() is timed too);
+- ``python``   -> :func:`chunkmap.loop.python_loop` into preallocated values/status;
+- ``compiled`` -> :func:`chunkmap.loop.compiled_loop`, the same;
+- ``+heartbeat`` -> the compiled loop writing ``heartbeat[0] = i`` before every call.
+
+Reported: ns per element and the speed-up over ``serial`` (serial time / contender time).
+All contenders must return the same values. Timings on a loaded machine are provisional:
+the 1-minute load average is printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from chunkmap.loop import compiled_loop, python_loop
+from chunkmap.stub import slowlib
+
+
+def serial_loop(func: Callable, x: np.ndarray, y: np.ndarray, skip: tuple) -> list:
+    """The best plain serial loop a user would write."""
+    out: list[Any] = []
+    append = out.append
+    for a, b in zip(x.tolist(), y.tolist()):
+        try:
+            append(func(a, b))
+        except skip:
+            pass
+    return out
+
+
+def best_of(repeat: int, run: Callable[[], Any]) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = run()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def bench_one(name: str, func: Callable, dtype: type, x: np.ndarray, y: np.ndarray,
+              repeat: int) -> dict[str, Any]:
+    n = len(x)
+    skip = (slowlib.InternalError,)
+
+    def with_loop(loop, heartbeat=None):
+        def run():
+            values, status = np.empty(n, dtype), np.empty(n, np.uint8)
+            ret = loop(func, (x, y), skip, values, status, [], 0, heartbeat)
+            assert ret == (n, 0, None), ret
+            return values[status == 0]
+
+        return run
+
+    row: dict[str, Any] = {"func": name, "n": n}
+    t_serial, expected = best_of(repeat, lambda: serial_loop(func, x, y, skip))
+    expected = np.array(expected, dtype=dtype)
+    beat = np.zeros(1, np.int64)
+    for key, run in [("python", with_loop(python_loop)),
+                     ("compiled", with_loop(compiled_loop)),
+                     ("heartbeat", with_loop(compiled_loop, beat))]:
+        t, got = best_of(repeat, run)
+        if not np.array_equal(got, expected):
+            raise AssertionError(f"{key} loop disagrees with the serial loop on {name}")
+        row[key] = t / n * 1e9
+    row["serial"] = t_serial / n * 1e9
+    for key in ("python", "compiled", "heartbeat"):
+        row[f"x {key}"] = row["serial"] / row[key]
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100,000 elements, 2 runs")
+    parser.add_argument("--n", type=int, default=None, help="elements (default 2,000,000)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per contender")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    n = args.n or (100_000 if args.quick else 2_000_000)
+    repeat = args.repeat or (2 if args.quick else 3)
+    if compiled_loop is None:
+        raise SystemExit("chunkmap._hotloop is not built: pip install -e . --no-deps")
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random(n), rng.random(n)
+    cost = slowlib.get_cost_ns()
+    slowlib.set_cost_ns(0)
+    try:
+        rows = [
+            bench_one("slowlib", slowlib.slow_computation, np.int64, x, y, repeat),
+            bench_one("python function", lambda a, b: a + b, np.float64, x, y, repeat),
+            bench_one("operator.add", operator.add, np.float64, x, y, repeat),
+        ]
+    finally:
+        slowlib.set_cost_ns(cost)
+
+    load = os.getloadavg()[0]
+    print(f"chunkmap.loop, {n:,} elements of two float64 columns, best of {repeat}; "
+          f"ns per element (speed-up over the serial loop); load average {load:.2f} on "
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    header = f"{'function':<16} {'serial':>8} {'python_loop':>18} {'compiled':>18} " \
+             f"{'+heartbeat':>18}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        cells = [f"{row[k]:8.1f} ({row['x ' + k]:4.2f}x)" for k in ("python", "compiled",
+                                                                   "heartbeat")]
+        print(f"{row['func']:<16} {row['serial']:8.1f} " + " ".join(f"{c:>18}" for c in cells))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"n": n, "repeat": repeat, "load": load, "rows": rows}, fh, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
