@@ -22,6 +22,11 @@ How it works, and why shutdown cannot hang
     - :meth:`close` does the same with reason ``"closed"`` and, in the creating process, unlinks
       the segments (processes that have them mapped keep using their memory safely).
 
+What is not handled: a party killed while it holds a slot takes that slot with it (the pool
+has one slot fewer), and one killed inside the lock's few-microsecond critical section leaves
+the lock taken (the others then raise after :data:`LOCK_TIMEOUT`). Use timeouts where a
+counterpart may die, and :meth:`close` from the process that supervises them.
+
 The pool pickles -- so it can be an argument of a ``multiprocessing.Process`` or a pool
 initializer, started with fork or spawn -- as its segments' names and its semaphores. The
 semaphores come from the spawn context so they work in both; like every multiprocessing lock,

@@ -17,7 +17,6 @@ from chunkmap.shm.demo import run_pipeline
 pytestmark = pytest.mark.usefixtures("no_leak")
 
 FORK = multiprocessing.get_context("fork")
-SPAWN = multiprocessing.get_context("spawn")
 
 
 def test_single_process_round_and_fifo_order():
