@@ -125,3 +125,23 @@ def test_sigkill_of_owner_with_file_fallback_is_swept(tmp_path, monkeypatch):
         assert not any(os.path.exists(n) for n in names)
         assert os.path.dirname(sa.name) == str(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["program.py"]
+
+
+def test_unrelated_process_attaching_does_not_unlink(tmp_path):
+    """A process with its own resource tracker (a dask worker, a script) attaches and exits:
+    with ``SharedMemory`` on Python <= 3.12 its tracker would unlink the segment and warn."""
+    code = (
+        "import sys, numpy as np\n"
+        "from multiprocessing import resource_tracker\n"
+        "resource_tracker.ensure_running()\n"  # its own tracker, as any Python process may have
+        "from chunkmap.shm import SharedArray\n"
+        "sa = SharedArray.attach(sys.argv[1], 10, 'f8')\n"
+        "sa.array[:] += 1\n"
+        "print(sa.array.sum())\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    with SharedArray.create(10) as sa:
+        for _ in range(2):
+            proc = subprocess.run([sys.executable, "-c", code, sa.name], env=env, capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        assert exists(sa.name) and sa.array.sum() == 20.0
