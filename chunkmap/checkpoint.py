@@ -4,8 +4,9 @@ A run's identity is a fingerprint of what determines its result: the function (i
 or its pickled bytes for lambdas and closures), ``kwargs``, ``skip``, the inputs' dtypes, shapes
 and contents, and the mask. Chunks live under that fingerprint, so a checkpoint made for other
 inputs or another function is never mixed in: calling ``run`` with anything different starts a
-fresh run beside it. The chunk size is recorded with the run and reused on resume (with
-``chunks="auto"`` on any machine; an explicit ``chunks=`` is part of the identity).
+fresh run beside it. The chunk layout (the pilot's chunks and the chunk size) is recorded with
+the run and reused on resume, so ``chunks="auto"`` resumes on any machine (an explicit
+``chunks=`` is part of the identity).
 
 Records hold the chunk's flat indices, statuses, values and failures as codec payloads with
 checksums (:mod:`chunkmap.codec`; never pickle) and are written atomically by the store, so a
@@ -24,7 +25,7 @@ import struct
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -174,15 +175,18 @@ class Checkpoint:
         self.saved = 0
         self._lock = threading.Lock()
 
-    def chunk_size(self) -> int | None:
-        """The chunk size this run was started with, or None for a new run."""
+    def layout(self) -> tuple[list[int], int] | None:
+        """The chunk layout this run was started with (head ends, chunk size), or None if new."""
         data = self.store.get(self.prefix + "manifest.json")
-        return None if data is None else int(json.loads(data)["chunk_size"])
+        if data is None:
+            return None
+        manifest = json.loads(data)
+        return [int(end) for end in manifest.get("head", [])], int(manifest["chunk_size"])
 
-    def start(self, chunk_size: int, description: Mapping[str, Any]) -> None:
-        """Record the run's manifest (once)."""
-        if self.chunk_size() is None:
-            manifest = {"chunk_size": chunk_size, **description}
+    def start(self, head: Sequence[int], chunk_size: int, description: Mapping[str, Any]) -> None:
+        """Record the run's manifest (once): its layout, so that a resumed run cuts the same chunks."""
+        if self.layout() is None:
+            manifest = {"head": list(head), "chunk_size": chunk_size, **description}
             self.store.put(self.prefix + "manifest.json", json.dumps(manifest, indent=1).encode())
 
     def load(self) -> Iterator[ChunkOutput]:

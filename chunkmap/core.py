@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from . import sizing
 from .checkpoint import Checkpoint, fingerprint, open_store
 from .errors import NotCallableError, OptionError
 from .kernel import ChunkOutput
 from .outputs import Outputs
-from .plan import make_plan
-from .progress import make_progress
+from .plan import Plan, make_plan
+from .progress import Progress, make_progress
 from .result import Result, Stats
+
+if TYPE_CHECKING:
+    from .engine import Execution, Scheduler
 
 __all__ = ["run"]
 
@@ -56,8 +60,12 @@ def run(
         type, message) and the run goes on. Any other exception stops the run with an
         :class:`~chunkmap.errors.ElementError` naming the element's coordinates and inputs.
     chunks : "auto" or int, optional
-        Unmasked elements per chunk, the unit of scheduling. ``"auto"`` makes four chunks per
-        worker, of at most 100,000 elements each.
+        Unmasked elements per chunk, the unit of scheduling. ``"auto"`` sizes chunks from a
+        timed pilot on the first elements (kept, not wasted; every worker takes part): rounds of
+        one chunk per worker with 1, 8, 64, ... elements each until a round takes 20 ms, which
+        gives the time per call ``t`` and the overhead per task ``o``. The rest is cut into
+        equal chunks lasting at least ``100 o`` (overhead under 1%), about 1/32 of each worker's
+        share (the last chunks end together), at most half of it and at most 30 s.
     scheduler : str, distributed.Client or None, optional
         ``"processes"`` (the default: a local process pool, one per core), ``"threads"`` (for
         functions that release the GIL), ``"sync"`` (in the calling thread, for debugging),
@@ -121,7 +129,7 @@ def run(
     >>> xs.tolist(), ys.tolist(), values.tolist()
     ([0, 1], [0, 1], [0.1, 0.1])
     """
-    from .engine import Execution, execute, resolve_scheduler  # dask loads on the first run
+    from .engine import Execution, resolve_scheduler  # dask loads on the first run, not on import
 
     started = time.perf_counter()
     if not callable(func):
@@ -135,36 +143,15 @@ def run(
         plan = make_plan(arrays, mask=mask, chunks=chunks, workers=resolved.workers)
         saved = None
         if store is not None:
-            run_id = fingerprint(func, plan.source, execution.skip, execution.kwargs, chunks)
-            saved = Checkpoint(store, run_id)
-            plan = plan.with_chunk_size(saved.chunk_size() or plan.chunk_size)
-            saved.start(plan.chunk_size, {"func": repr(func), "shape": list(plan.shape),
-                                          "elements": plan.elements, "unmasked": plan.unmasked})
-        outputs = Outputs(plan.shape, plan.chunks)
+            saved = Checkpoint(store, fingerprint(func, plan.source, execution.skip, execution.kwargs, chunks))
         reporter = make_progress(progress, plan.unmasked)
-        resumed = list(saved.load()) if saved is not None else []
-        for output in resumed:
-            outputs.add(output)
-        if reporter is not None:
-            reporter.advance(sum(len(o.flat_index) for o in resumed), sum(len(o.evaluation.failures) for o in resumed))
-            execution.progress = reporter.advance
-
-        def finished(output: ChunkOutput) -> None:
-            if saved is not None:
-                saved.save(output)
-            if reporter is not None:
-                reporter.fail(len(output.evaluation.failures))
-
         try:
-            remaining = [chunk for chunk in plan.chunks if not outputs.completed[chunk.index]]
-            execute(plan, execution, resolved, outputs, remaining, on_output=finished)
+            result, resumed = _execute(plan, chunks == "auto", execution, resolved, saved, reporter)
         finally:
             if reporter is not None:
                 reporter.close()
-        result = outputs.result()
     wall_time = time.perf_counter() - started
-    resumed_elements = sum(len(output.flat_index) for output in resumed)
-    calls = len(result.values) + len(result.failures) - resumed_elements
+    calls = len(result.values) + len(result.failures) - resumed
     result.stats = Stats(
         elements=plan.elements,
         masked=plan.elements - plan.unmasked,
@@ -172,9 +159,82 @@ def run(
         failed=len(result.failures),
         wall_time=wall_time,
         rate=calls / wall_time if wall_time > 0 else float(calls),
-        resumed=resumed_elements,
+        resumed=resumed,
     )
     return result
+
+
+def _execute(
+    plan: Plan,
+    auto: bool,
+    execution: Execution,
+    scheduler: Scheduler,
+    saved: Checkpoint | None,
+    reporter: Progress | None,
+) -> tuple[Result, int]:
+    """Lay out the chunks (pilot or checkpoint), resume, evaluate the rest; the result and resumed count."""
+    from .engine import execute
+
+    if reporter is not None:
+        execution.progress = reporter.advance
+    layout = saved.layout() if saved is not None else None
+    pilot_outputs: list[ChunkOutput] = []
+    if layout is not None:
+        plan = plan.with_layout(*layout)
+    elif auto and plan.unmasked:
+        plan = plan.with_layout(*_pilot(plan, execution, scheduler, pilot_outputs.append))
+    if saved is not None:
+        saved.start(plan.head, plan.chunk_size, {"func": repr(execution.func), "shape": list(plan.shape),
+                                                 "elements": plan.elements, "unmasked": plan.unmasked})
+    outputs = Outputs(plan.shape, plan.chunks)
+    resumed = list(saved.load()) if saved is not None else []
+    for output in resumed:
+        outputs.add(output)
+    if reporter is not None:
+        reporter.advance(sum(len(o.flat_index) for o in resumed), sum(len(o.evaluation.failures) for o in resumed))
+
+    def deliver(output: ChunkOutput) -> None:
+        outputs.add(output)
+        if saved is not None:
+            saved.save(output)
+        if reporter is not None:
+            reporter.fail(len(output.evaluation.failures))
+
+    for output in pilot_outputs:
+        deliver(output)
+    remaining = [chunk for chunk in plan.chunks if not outputs.completed[chunk.index]]
+    execute(plan.source, remaining, execution, scheduler, deliver)
+    return outputs.result(), sum(len(output.flat_index) for output in resumed)
+
+
+def _pilot(
+    plan: Plan, execution: Execution, scheduler: Scheduler, deliver: Callable[[ChunkOutput], None]
+) -> tuple[list[int], int]:
+    """Run pilot rounds (one chunk per worker, growing) and size the rest: ``(head ends, chunk size)``.
+
+    See :mod:`chunkmap.sizing`; the pilot's outputs go to ``deliver``.
+    """
+    from .engine import execute
+
+    head: list[int] = []
+    rounds: list[tuple[int, float]] = []
+    per_task = 1
+    while not head or head[-1] < plan.unmasked:
+        done = head[-1] if head else 0
+        ends = sorted({min(done + per_task * (i + 1), plan.unmasked) for i in range(scheduler.workers)})
+        chunks = plan.head_chunks(head + ends)[len(head):]
+        started = time.perf_counter()
+        execute(plan.source, chunks, execution, scheduler, deliver)
+        rounds.append((per_task, time.perf_counter() - started))
+        head += ends
+        if sizing.measured(rounds):
+            break
+        per_task *= sizing.PILOT_GROWTH
+    remaining = plan.unmasked - head[-1]
+    if not remaining:
+        return head, plan.unmasked  # the pilot did everything
+    per_call, overhead = sizing.fit(rounds[1:] or rounds)
+    return head, sizing.auto_chunk_size(per_call, overhead, remaining, scheduler.workers)
 
 
 def _skip_tuple(skip: Any) -> tuple[type[BaseException], ...]:

@@ -11,8 +11,8 @@ the task evaluates ``func`` depends on the scheduler:
 - distributed: the inputs are scattered once, every task refers to them, and each dask worker
   evaluates its chunks in a worker pool of its own, with the same isolation.
 
-Every chunk's output goes into :class:`~chunkmap.outputs.Outputs` as it completes, and to the
-``on_output`` hook (progress, checkpoints).
+Every chunk's output is handed to a ``deliver`` callback as it completes (the run's outputs,
+progress and checkpoint).
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from dask.system import CPU_COUNT
 from .errors import OptionError, SchedulerError, SchedulerUnreachableError
 from .isolation import evaluate_isolated
 from .kernel import ChunkOutput, ElementFailure, evaluate
-from .outputs import Outputs
-from .plan import Chunk, Plan
+from .plan import Chunk
 from .source import Source
 from .workers import shared_pool
 
@@ -171,14 +170,15 @@ class Execution:
 
 
 def execute(
-    plan: Plan,
+    source: Source,
+    chunks: list[Chunk],
     execution: Execution,
     scheduler: Scheduler,
-    outputs: Outputs,
-    chunks: list[Chunk] | None = None,
-    on_output: Callable[[ChunkOutput], None] | None = None,
+    deliver: Callable[[ChunkOutput], None],
 ) -> None:
-    """Evaluate ``chunks`` (default: all of ``plan``'s) on ``scheduler`` into ``outputs``.
+    """Evaluate ``chunks`` of ``source`` on ``scheduler``, handing each output to ``deliver`` as it completes.
+
+    ``deliver`` may be called from several threads at once.
 
     Raises
     ------
@@ -187,7 +187,6 @@ def execute(
     ElementError
         ``func`` raised an exception ``skip`` does not list.
     """
-    chunks = plan.chunks if chunks is None else chunks
     if execution.timeout is not None and not scheduler.isolates:
         raise OptionError(
             f"timeout= needs calls isolated in worker processes, which scheduler={scheduler.name!r} "
@@ -196,16 +195,10 @@ def execute(
         )
     if not chunks:
         return
-
-    def deliver(output: ChunkOutput) -> None:
-        outputs.add(output)
-        if on_output is not None:
-            on_output(output)
-
     if scheduler.name == "distributed":
-        _execute_distributed(plan, chunks, execution, scheduler.client, deliver)
+        _execute_distributed(source, chunks, execution, scheduler.client, deliver)
         return
-    task = functools.partial(_local_task, source=plan.source, execution=execution, deliver=deliver,
+    task = functools.partial(_local_task, source=source, execution=execution, deliver=deliver,
                              pool_size=scheduler.workers if scheduler.name == "processes" else 0)
     bag = db.from_sequence(chunks, npartitions=len(chunks)).map(task)
     try:
@@ -251,10 +244,10 @@ def _remote_task(chunk: Chunk, source: Source, execution: Execution) -> ChunkOut
     return _evaluate_isolated(chunk, source, execution, shared_pool(size))
 
 
-def _execute_distributed(plan: Plan, chunks: list[Chunk], execution: Execution, client: Any, deliver: Callable) -> None:
+def _execute_distributed(source: Source, chunks: list[Chunk], execution: Execution, client: Any, deliver: Callable) -> None:
     from distributed import as_completed
 
-    source = client.scatter(plan.source, hash=False)
+    source = client.scatter(source, hash=False)
     bag = db.from_sequence(chunks, npartitions=len(chunks))
     futures = client.compute(bag.map(_remote_task, source, execution=execution).to_delayed())
     try:

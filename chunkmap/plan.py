@@ -53,14 +53,21 @@ class Plan:
     """
 
     source: ArraySource
+    unmasked: int
     chunks: list[Chunk]
+    head: tuple[int, ...]
     chunk_size: int
 
-    def with_chunk_size(self, size: int) -> Plan:
-        """The same work split into chunks of ``size`` unmasked elements."""
-        if size == self.chunk_size:
-            return self
-        return Plan(self.source, split(self.source.valid, self.source.size, size), size)
+    def with_layout(self, head: Sequence[int], size: int) -> Plan:
+        """The same work in chunks ending at the ``head`` counts, then of ``size`` elements each."""
+        ends = layout_ends(self.unmasked, head, size)
+        chunks = chunks_from_ends(self.source.valid, self.source.size, ends, self.unmasked)
+        return Plan(self.source, self.unmasked, chunks, tuple(head), size)
+
+    def head_chunks(self, head: Sequence[int]) -> list[Chunk]:
+        """The first chunks of a layout starting with ``head`` (for pilot rounds)."""
+        return chunks_from_ends(self.source.valid, self.source.size, [min(e, self.unmasked) for e in head],
+                                self.unmasked)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -70,9 +77,6 @@ class Plan:
     def elements(self) -> int:
         return self.source.size
 
-    @property
-    def unmasked(self) -> int:
-        return sum(chunk.size for chunk in self.chunks)
 
 
 def make_plan(
@@ -108,7 +112,7 @@ def make_plan(
     source = ArraySource(data, shape, valid)
     unmasked = source.size if valid is None else int(np.count_nonzero(valid))
     size = chunk_size(chunks, unmasked, workers)
-    return Plan(source, split(valid, source.size, size), size)
+    return Plan(source, unmasked, [], (), 0).with_layout((), size)
 
 
 def normalise_inputs(
@@ -227,42 +231,72 @@ def chunk_size(chunks: int | str, unmasked: int, workers: int) -> int:
     )
 
 
+def layout_ends(unmasked: int, head: Sequence[int], size: int) -> list[int]:
+    """Cumulative unmasked counts at which chunks end: the ``head`` ends, then one every ``size``.
+
+    Examples
+    --------
+    >>> layout_ends(10, [], 4), layout_ends(10, [1, 2, 6], 3), layout_ends(0, [], 5)
+    ([4, 8, 10], [1, 2, 6, 9, 10], [])
+    """
+    ends = [end for end in head if end < unmasked]
+    ends.extend(range((ends[-1] if ends else 0) + size, unmasked, size))
+    if unmasked:
+        ends.append(unmasked)
+    return ends
+
+
+def chunks_from_ends(valid: np.ndarray | None, elements: int, ends: Sequence[int], unmasked: int) -> list[Chunk]:
+    """The chunks ending after the given cumulative counts of unmasked elements.
+
+    The chunks tile ``[0, elements)`` up to the last end: masked elements before the first
+    unmasked one belong to the first chunk, and those after the last unmasked one to the chunk
+    holding it.
+
+    Examples
+    --------
+    >>> valid = np.array([0, 1, 1, 0, 1, 0], bool)
+    >>> [(c.start, c.stop, c.size) for c in chunks_from_ends(valid, 6, [2, 3], 3)]
+    [(0, 3, 2), (3, 6, 1)]
+    >>> [(c.start, c.stop, c.size) for c in chunks_from_ends(valid, 6, [1], 3)]
+    [(0, 2, 1)]
+    """
+    if not ends:
+        return []
+    positions = positions_after(valid, ends)
+    if ends[-1] == unmasked:
+        positions[-1] = elements
+    starts = [0, *positions[:-1]]
+    sizes = np.diff([0, *ends]).tolist()
+    return [Chunk(index, start, stop, size) for index, (start, stop, size)
+            in enumerate(zip(starts, positions, sizes))]
+
+
 def split(valid: np.ndarray | None, elements: int, size: int) -> list[Chunk]:
     """Split ``[0, elements)`` into chunks of ``size`` unmasked elements (the last may hold fewer).
-
-    Chunks tile the whole range: masked elements before the first unmasked one belong to the
-    first chunk and those after the last to the last chunk.
 
     Examples
     --------
     >>> [(c.start, c.stop, c.size) for c in split(np.array([0, 1, 1, 0, 1, 0], bool), 6, 2)]
     [(0, 3, 2), (3, 6, 1)]
     """
+    unmasked = elements if valid is None else int(np.count_nonzero(valid))
+    return chunks_from_ends(valid, elements, layout_ends(unmasked, [], size), unmasked)
+
+
+def positions_after(valid: np.ndarray | None, counts: Sequence[int]) -> list[int]:
+    """For each count ``c`` (ascending, >= 1), the flat index just after the ``c``-th valid element."""
     if valid is None:
-        stops = list(range(size, elements, size))
-        total = elements
-    else:
-        stops, total = _boundaries(valid, size)
-    if total == 0:
-        return []
-    starts = [0, *stops]
-    stops = [*stops, elements]
-    return [
-        Chunk(index, start, stop, min(size, total - index * size))
-        for index, (start, stop) in enumerate(zip(starts, stops))
-    ]
-
-
-def _boundaries(valid: np.ndarray, size: int) -> tuple[list[int], int]:
-    """Flat indices just after every ``size``-th valid element, and the number of valid ones."""
-    stops: list[int] = []
+        return [int(count) for count in counts]
+    targets = np.asarray(counts, dtype=np.int64)
+    found: list[int] = []
     seen = 0
     for start in range(0, len(valid), SEARCH_BLOCK):
-        counts = np.cumsum(valid[start : start + SEARCH_BLOCK], dtype=np.int32)
-        first = (seen // size + 1) * size
-        targets = np.arange(first, seen + int(counts[-1]) + 1, size) - seen
-        stops.extend((start + np.searchsorted(counts, targets) + 1).tolist())
-        seen += int(counts[-1])
-    if stops and len(stops) * size >= seen:
-        stops.pop()  # the last chunk is full: masked elements after it join it
-    return stops, seen
+        if len(found) == len(targets):
+            break
+        counts_here = np.cumsum(valid[start : start + SEARCH_BLOCK], dtype=np.int32)
+        inside = targets[len(found) :]
+        inside = inside[inside <= seen + int(counts_here[-1])] - seen
+        found.extend((start + np.searchsorted(counts_here, inside) + 1).tolist())
+        seen += int(counts_here[-1])
+    return found

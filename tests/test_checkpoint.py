@@ -130,15 +130,29 @@ def test_a_torn_or_corrupt_record_is_recomputed(ew, tmp_path):
     assert again.stats.resumed == 400 - 100
 
 
-def test_the_recorded_chunk_size_is_reused_with_auto(ew, tmp_path):
-    """A run started elsewhere (other workers, other auto size) resumes with its own chunking."""
+def test_the_recorded_layout_is_reused_with_auto(ew, tmp_path):
+    """A run started elsewhere (other workers, another pilot) resumes with its own chunking."""
     a, b = seed_inputs((9, 11), seed=4)
     plan = chunkmap.plan.make_plan([a, b])
     run_id = fingerprint(ew.scaled, plan.source, (), None, "auto")
-    Checkpoint(DirectoryStore(tmp_path), run_id).start(7, {})
-    chunkmap.run(ew.scaled, a, b, checkpoint=tmp_path, scheduler="sync")
-    assert len(chunk_files(tmp_path)) == -(-99 // 7)
-    assert json.loads((tmp_path / run_id / "manifest.json").read_text())["chunk_size"] == 7
+    Checkpoint(DirectoryStore(tmp_path), run_id).start([1, 2, 10], 7, {})
+    result = chunkmap.run(ew.scaled, a, b, checkpoint=tmp_path, scheduler="threads")
+    ew.assert_matches_reference(result, ew.scaled, [a, b])
+    sizes = sorted(len(decode_record(0, path.read_bytes()).flat_index) for path in chunk_files(tmp_path))
+    assert sizes == sorted([1, 1, 8] + [7] * 12 + [5])  # 99 = 1 + 1 + 8 + 12 * 7 + 5
+    manifest = json.loads((tmp_path / run_id / "manifest.json").read_text())
+    assert (manifest["head"], manifest["chunk_size"]) == ([1, 2, 10], 7)
+
+
+def test_a_fresh_auto_run_records_its_pilot_layout(ew, tmp_path):
+    a, b = seed_inputs((30, 40), seed=5)
+    first = chunkmap.run(ew.scaled, a, b, checkpoint=tmp_path, scheduler="threads")
+    (manifest_path,) = tmp_path.glob("*/manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["head"][:2] == [1, 2] and manifest["chunk_size"] >= 1  # rounds of 1, then 8, ... per worker
+    again = chunkmap.run(ew.scaled, a, b, checkpoint=tmp_path, scheduler="threads")
+    assert again.stats.resumed == 1200
+    np.testing.assert_array_equal(again.values, first.values)
 
 
 def test_records_round_trip_and_refuse_objects():

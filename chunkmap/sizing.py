@@ -1,0 +1,92 @@
+"""How big the chunks of ``chunks="auto"`` are: from a timed pilot of the function on real elements.
+
+numpy-free arithmetic, no scheduler. A run starts with pilot rounds: each round gives every
+worker one chunk of ``k`` elements (``k`` = 1, 8, 64, ...) and is timed; the rounds stop when one
+takes :data:`PILOT_SECONDS` (the first round aside). Their results are kept, so the pilot costs no extra calls, and all
+workers are busy during it. The first round only warms up (imports, starting worker processes);
+from the others, a round of ``k`` elements per task takes ``o + k * t`` where ``t`` is the
+function's time per call and ``o`` the scheduling overhead per task, and the last two give both. The rest of the run is then cut into equal chunks of :func:`auto_chunk_size` elements.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = ["PILOT_SECONDS", "PILOT_GROWTH", "measured", "fit", "auto_chunk_size"]
+
+#: a pilot round this long (seconds) measures the function well enough
+PILOT_SECONDS = 0.02
+#: elements per task grow by this factor from one pilot round to the next
+PILOT_GROWTH = 8
+#: a pilot round this long (seconds) needs no further round: per-task overhead cannot matter
+LONG_ROUND = 1.0
+#: per-task overhead may cost at most this share of a chunk's time
+OVERHEAD_SHARE = 0.01
+#: chunks per worker aimed for, so that the last chunks end together (tail under ~2%)
+BALANCE_CHUNKS = 32
+#: the longest a chunk may take (seconds): progress and checkpoints stay frequent
+MAX_CHUNK_SECONDS = 30.0
+#: the most elements in a chunk, bounding the memory of chunks in flight
+MAX_CHUNK_ELEMENTS = 1 << 22
+
+
+def measured(rounds: Sequence[tuple[int, float]]) -> bool:
+    """Whether the pilot rounds so far (the first one is a warm-up) time the function well enough.
+
+    Enough when the last round took :data:`PILOT_SECONDS` and at least twice the one before (the
+    calls, not the fixed overhead, dominate it), or when it took :data:`LONG_ROUND` seconds.
+
+    Examples
+    --------
+    >>> measured([(1, 0.3), (8, 0.021)]), measured([(1, 0.3), (8, 0.021), (64, 0.05)])
+    (False, True)
+    >>> measured([(1, 1.0), (8, 8.0)])
+    True
+    """
+    if len(rounds) < 2:
+        return False
+    seconds = rounds[-1][1]
+    if seconds >= LONG_ROUND:
+        return True
+    return len(rounds) >= 3 and seconds >= PILOT_SECONDS and seconds >= 2 * rounds[-2][1]
+
+
+def fit(rounds: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """Seconds per call ``t`` and per-task overhead ``o`` from ``(elements per task, seconds)`` rounds.
+
+    Examples
+    --------
+    >>> t, o = fit([(8, 0.0010 + 8e-6), (64, 0.0010 + 64e-6)])
+    >>> round(t * 1e6, 3), round(o * 1e3, 3)
+    (1.0, 1.0)
+    """
+    elements, seconds = rounds[-1]
+    if len(rounds) == 1:
+        return seconds / elements, 0.0
+    before, seconds_before = rounds[-2]
+    per_call = (seconds - seconds_before) / (elements - before)
+    per_call = max(per_call, 0.01 * seconds / elements)  # timing noise must not make calls free
+    return per_call, max(seconds_before - before * per_call, 0.0)
+
+
+def auto_chunk_size(per_call: float, overhead: float, remaining: int, workers: int) -> int:
+    """Elements per chunk for ``remaining`` elements of ``per_call`` seconds on ``workers`` workers.
+
+    A chunk lasts long enough that the per-task ``overhead`` stays under 1% of it, short enough
+    for :data:`BALANCE_CHUNKS` chunks per worker (at least 2) and at most
+    :data:`MAX_CHUNK_SECONDS`; and it holds at most :data:`MAX_CHUNK_ELEMENTS` elements.
+
+    Examples
+    --------
+    >>> auto_chunk_size(1.0, 0.001, 40, 2)            # 1 s calls: one per chunk
+    1
+    >>> auto_chunk_size(100e-6, 0.0003, 40_000, 2)    # 100 us calls: 64 chunks of 625
+    625
+    >>> auto_chunk_size(150e-9, 0.001, 9_000_000, 2)  # cheap calls: overhead decides
+    666666
+    """
+    per_call = max(per_call, 1e-9)
+    per_worker = remaining * per_call / max(workers, 1)
+    duration = max(overhead / OVERHEAD_SHARE, per_worker / BALANCE_CHUNKS)
+    duration = min(duration, per_worker / 2, MAX_CHUNK_SECONDS)
+    return max(1, min(int(duration / per_call), MAX_CHUNK_ELEMENTS))
