@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import ElementError
+from .loop import run_to_end
 from .source import Source
 
 __all__ = [
@@ -99,13 +100,16 @@ def evaluate_columns(
     columns: Sequence[np.ndarray],
     skip: tuple[type[BaseException], ...] = (),
     kwargs: Mapping[str, Any] | None = None,
-    heartbeat: memoryview | None = None,
+    heartbeat: np.ndarray | None = None,
 ) -> Evaluation:
     """Call ``func`` on every element of the 1-D ``columns`` (one column per input).
 
+    The per-element loop is :data:`chunkmap.loop.loop`: compiled C calling ``func`` through
+    the C API when the extension is built, pure Python otherwise (same results).
+
     Parameters
     ----------
-    heartbeat : memoryview of int64, optional
+    heartbeat : ndarray of int64, optional
         Written with each element's position just before its call, so that another process
         can tell which element was running when this one died or hung.
 
@@ -122,22 +126,23 @@ def evaluate_columns(
     ([2.0, 0.5], [0, 1, 0], [(1, 'ZeroDivisionError', 'float division by zero')])
     """
     call = functools.partial(func, **kwargs) if kwargs else func
-    length = len(columns[0]) if columns else 0
-    status = np.zeros(length, np.uint8)
-    values: list[Any] = []
-    append = values.append
-    failures: list[tuple[int, str, str]] = []
-    for position, args in enumerate(zip(*(column.tolist() for column in columns))):
-        if heartbeat is not None:
-            heartbeat[0] = position
-        try:
-            append(call(*args))
-        except skip as exc:
-            status[position] = EXCEPTION
-            failures.append((position, type(exc).__name__, _message(exc)))
-        except Exception as exc:
-            raise ElementFailure(position, args, type(exc).__name__, _message(exc)) from exc
-    return Evaluation(status, values_array(values), failures)
+    columns = tuple(_loopable(column) for column in columns)
+    skip = skip if isinstance(skip, tuple) else (skip,)
+    values, status, failures, error = run_to_end(call, columns, skip, heartbeat=heartbeat)
+    if error is not None:
+        position, exc = error
+        inputs = tuple(column[position].item() for column in columns)
+        raise ElementFailure(position, inputs, type(exc).__name__, _message(exc)) from exc
+    return Evaluation(status, values, failures)
+
+
+def _loopable(column: np.ndarray) -> np.ndarray:
+    """The column as the loop takes it: C-contiguous, native byte order, no float16."""
+    if column.dtype == np.float16:
+        column = column.astype(np.float32)
+    elif not column.dtype.isnative:
+        column = column.astype(column.dtype.newbyteorder("="))
+    return np.ascontiguousarray(column)
 
 
 def _message(exc: BaseException) -> str:

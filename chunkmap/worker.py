@@ -17,12 +17,14 @@ import signal
 import sys
 from multiprocessing.connection import Connection
 
+import numpy as np
+
 from .kernel import ElementFailure, evaluate_columns
 
 HEARTBEAT_BYTES = 8
 
 
-def serve(requests: Connection, responses: Connection, heartbeat: memoryview) -> None:
+def serve(requests: Connection, responses: Connection, heartbeat: np.ndarray) -> None:
     """Answer requests until the parent closes the pipe or asks to stop."""
     while True:
         try:
@@ -75,7 +77,7 @@ def main(argv: list[str]) -> None:
     sys.path[:] = json.loads(os.environ.pop("CHUNKMAP_WORKER_SYS_PATH", "[]")) or sys.path
     mapping = mmap.mmap(int(heartbeat_fd), 0)
     start = int(slot) * HEARTBEAT_BYTES
-    heartbeat = memoryview(mapping)[start : start + HEARTBEAT_BYTES].cast("q")
+    heartbeat = np.frombuffer(mapping, np.int64, count=1, offset=start)
     serve(Connection(int(requests_fd), writable=False), Connection(int(responses_fd), readable=False), heartbeat)
 
 
