@@ -67,9 +67,10 @@ def evaluate_isolated(
     setup_deaths = 0
     while todo:
         start, stop = todo.pop(0)
-        payload = cloudpickle.dumps((func, skip, kwargs, [column[start:stop] for column in columns]))
         worker = pool.acquire()
         try:
+            shared = pool.buffers[worker.slot].store([column[start:stop] for column in columns])
+            payload = cloudpickle.dumps((func, skip, kwargs, shared))
             response = worker.evaluate(payload, timeout, cancelled, lambda position: advance(start + position))
         except WorkerDied as death:
             worker = pool.replace(worker)

@@ -1,7 +1,8 @@
 """The worker process: ``python -m chunkmap.worker REQUESTS_FD RESPONSES_FD HEARTBEAT_FD SLOT``.
 
-Started by :mod:`chunkmap.workers`. It reads evaluation requests from one pipe, runs the
-kernel, and writes the evaluation to the other. Before each call of ``func`` the kernel writes
+Started by :mod:`chunkmap.workers`. It reads evaluation requests from one pipe (the function and
+where its slot's input columns lie in shared memory, :mod:`chunkmap.transport`), runs the kernel,
+and writes the evaluation to the other. Before each call of ``func`` the kernel writes
 the element's position into this worker's slot of the shared heartbeat file, so that when the
 process dies (a segmentation fault in a C library) or hangs, the parent knows which element did
 it. It imports numpy and the kernel only, so it starts in a fraction of a second.
@@ -31,11 +32,9 @@ def serve(requests: Connection, responses: Connection, heartbeat: np.ndarray) ->
             message = requests.recv_bytes()
         except EOFError:
             return
-        func, skip, kwargs, columns = pickle.loads(message)
-        if func is None:
-            return
+        func, skip, kwargs, shared = pickle.loads(message)
         try:
-            response = ("done", evaluate_columns(func, columns, skip, kwargs, heartbeat))
+            response = ("done", evaluate_columns(func, shared.columns(), skip, kwargs, heartbeat))
         except ElementFailure as failure:
             response = ("raised", failure, _picklable(failure.__cause__))
         responses.send_bytes(_dumps(response))

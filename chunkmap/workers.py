@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import ChunkmapError
+from .transport import InputBuffer
 
 __all__ = ["WorkerDied", "WorkerHung", "Cancelled", "WorkerPool", "shared_pool", "shutdown"]
 
@@ -216,6 +217,7 @@ class WorkerPool:
         self.size = size
         self.restarts = 0  #: workers replaced after a crash, a hang or a cancel
         self.heartbeats = Heartbeats(size)
+        self.buffers = [InputBuffer() for _ in range(size)]  #: each slot's shared input buffer
         self._idle: queue.LifoQueue[WorkerProcess] = queue.LifoQueue()
         self._all: dict[int, WorkerProcess] = {}
         self._lock = threading.Lock()
@@ -254,6 +256,8 @@ class WorkerPool:
         for worker in list(self._all.values()):
             worker.close()
         self._all.clear()
+        for buffer in self.buffers:
+            buffer.close()
         self.heartbeats.close()
 
     def __enter__(self) -> WorkerPool:

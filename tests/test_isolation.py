@@ -173,3 +173,21 @@ def test_an_exception_in_the_progress_hook_leaves_the_pool_usable(monkeypatch):
         except slowlib.InternalError:
             pass
     assert evaluation.values.tolist() == expected
+
+
+def test_requests_carry_names_and_offsets_not_the_data(monkeypatch):
+    """A chunk of 2 x 1M float64 (16 MB) reaches its worker through shared memory: the request is tiny."""
+    sizes = []
+    original = chunkmap.workers.WorkerProcess.evaluate
+
+    def recording(self, payload, *args, **kwargs):
+        sizes.append(len(payload))
+        return original(self, payload, *args, **kwargs)
+
+    monkeypatch.setattr(chunkmap.workers.WorkerProcess, "evaluate", recording)
+    a = np.random.default_rng(0).random(1_000_000)
+    b = np.random.default_rng(1).random(1_000_000)
+    with WorkerPool(1) as pool:
+        evaluation = evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
+    assert len(evaluation.status) == 1_000_000
+    assert sizes and max(sizes) < 4_000
