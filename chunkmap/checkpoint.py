@@ -2,7 +2,8 @@
 
 A run's identity is a fingerprint of what determines its result: the function (its import path,
 or its pickled bytes for lambdas and closures), ``kwargs``, ``skip``, the inputs' dtypes, shapes
-and contents, and the mask. Chunks live under that fingerprint, so a checkpoint made for other
+and contents (hashed at memory speed; an ``.npy`` input by its path, size and modification time,
+so that a large file is not read twice), and the mask. Chunks live under that fingerprint, so a checkpoint made for other
 inputs or another function is never mixed in: calling ``run`` with anything different starts a
 fresh run beside it. The chunk layout (the pilot's chunks and the chunk size) is recorded with
 the run and reused on resume, so ``chunks="auto"`` resumes on any machine (an explicit
@@ -32,6 +33,7 @@ import numpy as np
 from . import codec
 from .errors import CodecError, OptionError
 from .kernel import ChunkOutput, Evaluation
+from .npy import NpyReader
 from .source import ArraySource
 
 __all__ = ["ChunkStore", "DirectoryStore", "Checkpoint", "open_store", "fingerprint"]
@@ -132,7 +134,11 @@ def fingerprint(
     add("shape", repr(source.shape).encode())
     for array in source.arrays:
         add("input", f"{array.dtype.str}{array.shape}".encode())
-        _hash_array(digest, array)
+        if isinstance(array, NpyReader):  # not read twice: named by path, size and modification time
+            status = os.stat(array.path)
+            add("file", f"{os.path.abspath(array.path)}:{status.st_size}:{status.st_mtime_ns}".encode())
+        else:
+            _hash_array(digest, array)
     if source.valid is not None:
         add("valid", b"")
         _hash_array(digest, source.valid)

@@ -31,7 +31,8 @@ from .errors import OptionError, SchedulerError, SchedulerUnreachableError
 from .isolation import evaluate_isolated
 from .kernel import ChunkOutput, ElementFailure, evaluate
 from .plan import Chunk
-from .source import Source
+from .source import ArraySource, Source
+from .transport import GatheredInputs, SourceInputs
 from .workers import shared_pool
 
 __all__ = ["Scheduler", "Execution", "resolve_scheduler", "execute"]
@@ -223,10 +224,15 @@ def _local_task(chunk: Chunk, source: Source, execution: Execution, deliver: Cal
     deliver(output)
 
 
-def _evaluate_isolated(chunk: Chunk, source: Source, execution: Execution, pool: Any) -> ChunkOutput:
-    flat_index, columns = source.gather(chunk.start, chunk.stop)
+def _evaluate_isolated(chunk: Chunk, source: ArraySource, execution: Execution, pool: Any) -> ChunkOutput:
+    if source.readable_elsewhere():  # files (and small arrays): each worker reads its own slice
+        flat_index = source.flat_index(chunk.start, chunk.stop)
+        inputs = SourceInputs(source, chunk.start, chunk.stop)
+    else:  # in-memory arrays: the chunk's values travel through the worker's shared buffer
+        flat_index, columns = source.gather(chunk.start, chunk.stop)
+        inputs = GatheredInputs(columns)
     try:
-        evaluation = evaluate_isolated(columns, execution.func, execution.skip, execution.kwargs, pool,
+        evaluation = evaluate_isolated(inputs, execution.func, execution.skip, execution.kwargs, pool,
                                        execution.timeout, execution.cancelled, execution.progress)
     except ElementFailure as failure:
         raise failure.to_element_error(int(flat_index[failure.position]), source.shape) from failure.__cause__

@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import ChunkmapError
 from .kernel import CRASH, TIMEOUT, ElementFailure, Evaluation
+from .transport import GatheredInputs, SourceInputs
 from .workers import WorkerDied, WorkerHung, WorkerPool, describe_exit, exit_name
 
 __all__ = ["evaluate_isolated", "WorkerStartError"]
@@ -31,7 +32,7 @@ class WorkerStartError(ChunkmapError, RuntimeError):
 
 
 def evaluate_isolated(
-    columns: Sequence[np.ndarray],
+    inputs: GatheredInputs | SourceInputs | Sequence[np.ndarray],
     func: Callable[..., Any],
     skip: tuple[type[BaseException], ...],
     kwargs: Mapping[str, Any] | None,
@@ -42,8 +43,9 @@ def evaluate_isolated(
 ) -> Evaluation:
     """Evaluate ``columns`` on ``pool``'s workers, isolating crashes and hangs element by element.
 
-    ``progress(n)`` is called with the number of elements newly finished, never counting an
-    element twice when a range is re-run.
+    ``inputs`` are the chunk's unmasked elements: columns, or a :mod:`chunkmap.transport` input
+    that the workers read themselves. ``progress(n)`` is called with the number of elements
+    newly finished, never counting an element twice when a range is re-run.
 
     Raises
     ------
@@ -52,7 +54,9 @@ def evaluate_isolated(
     WorkerStartError
         A worker died twice before its first element (e.g. ``func`` cannot be unpickled).
     """
-    length = len(columns[0]) if columns else 0
+    if not isinstance(inputs, (GatheredInputs, SourceInputs)):
+        inputs = GatheredInputs(inputs)
+    length = inputs.length
     parts: list[tuple[int, Evaluation]] = []
     todo = [(0, length)] if length else []
     reported = 0
@@ -69,8 +73,7 @@ def evaluate_isolated(
         start, stop = todo.pop(0)
         worker = pool.acquire()
         try:
-            shared = pool.buffers[worker.slot].store([column[start:stop] for column in columns])
-            payload = cloudpickle.dumps((func, skip, kwargs, shared))
+            payload = cloudpickle.dumps((func, skip, kwargs, inputs.part(start, stop, pool.buffers[worker.slot])))
             response = worker.evaluate(payload, timeout, cancelled, lambda position: advance(start + position))
         except WorkerDied as death:
             worker = pool.replace(worker)

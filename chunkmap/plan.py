@@ -8,12 +8,14 @@ indices holding a fixed number of them, so masked elements cost nothing and neve
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .errors import DtypeError, InputError, MaskError, OptionError, ShapeError
+from .npy import NpyReader
 from .source import ArraySource
 
 __all__ = ["Chunk", "Plan", "make_plan"]
@@ -117,12 +119,22 @@ def make_plan(
 
 def normalise_inputs(
     arrays: Sequence[Any],
-) -> tuple[tuple[np.ndarray, ...], tuple[int, ...], list[np.ndarray]]:
-    """Turn the inputs into plain ndarrays, their broadcast shape and the masks they carry."""
+) -> tuple[tuple[np.ndarray | NpyReader, ...], tuple[int, ...], list[np.ndarray]]:
+    """Turn the inputs into plain ndarrays or .npy readers, their broadcast shape and their masks.
+
+    A path (``str`` or ``os.PathLike``) or an :class:`~chunkmap.npy.NpyReader` is an ``.npy``
+    file read in place, chunk by chunk: it must have the full broadcast shape.
+    """
     if len(arrays) == 0:
         raise InputError("run() needs at least one input array after func; got none")
     data, masks = [], []
     for number, array in enumerate(arrays, start=1):
+        if isinstance(array, (str, os.PathLike)):
+            array = NpyReader(array)  # MissingFileError or NpyFormatError say what is wrong
+        if isinstance(array, NpyReader):
+            _check_dtype(array.dtype, number)
+            data.append(array)
+            continue
         if isinstance(array, np.ma.MaskedArray):
             if array.mask is not np.ma.nomask:
                 masks.append(np.ma.getmaskarray(array))
@@ -134,12 +146,7 @@ def normalise_inputs(
                 f"input {number} cannot be made into a numpy array ({exc}); expected an array or "
                 f"a (nested) list of numbers with a regular shape"
             ) from None
-        if array.dtype.kind not in SUPPORTED_KINDS:
-            raise DtypeError(
-                f"input {number} has dtype {array.dtype} ({array.dtype.kind!r} kind); expected a "
-                f"boolean, integer, unsigned, floating or complex dtype, whose elements are passed "
-                f"to func as Python bool, int, float or complex"
-            )
+        _check_dtype(array.dtype, number)
         data.append(array)
     try:
         shape = np.broadcast_shapes(*(array.shape for array in data))
@@ -151,7 +158,22 @@ def normalise_inputs(
         ) from None
     for number, input_mask in enumerate(masks, start=1):
         _check_broadcasts(input_mask.shape, shape, f"the mask of masked input {number}")
+    for number, array in enumerate(data, start=1):
+        if isinstance(array, NpyReader) and array.shape != shape:
+            raise ShapeError(
+                f"input {number} is the .npy file {array.path} of shape {array.shape}; a file input "
+                f"must have the inputs' full shape {shape} (it is read in place, not broadcast)"
+            )
     return tuple(data), shape, masks
+
+
+def _check_dtype(dtype: np.dtype, number: int) -> None:
+    if dtype.kind not in SUPPORTED_KINDS:
+        raise DtypeError(
+            f"input {number} has dtype {dtype} ({dtype.kind!r} kind); expected a boolean, integer, "
+            f"unsigned, floating or complex dtype, whose elements are passed to func as Python "
+            f"bool, int, float or complex"
+        )
 
 
 def resolve_valid(

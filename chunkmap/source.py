@@ -8,9 +8,11 @@ elements, which is all that is ever sent to a worker process.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from .npy import NpyReader
 
 __all__ = ["Source", "ArraySource"]
 
@@ -30,8 +32,9 @@ class ArraySource:
 
     Parameters
     ----------
-    arrays : tuple of ndarray
-        The inputs, each broadcastable to ``shape``; they are referenced, not copied.
+    arrays : tuple of ndarray or NpyReader
+        The inputs, each broadcastable to ``shape``; they are referenced, not copied. An
+        :class:`~chunkmap.npy.NpyReader` (of the full shape) is read range by range.
     shape : tuple of int
         The broadcast shape.
     valid : ndarray of bool, optional
@@ -55,7 +58,9 @@ class ArraySource:
         self.valid = valid
         self._flat = [self._flat_view(array) for array in self.arrays]
 
-    def _flat_view(self, array: np.ndarray) -> np.ndarray | np.flatiter:
+    def _flat_view(self, array: Any) -> Any:
+        if isinstance(array, NpyReader):
+            return FlatFile(array)
         if array.shape == self.shape and array.flags.c_contiguous:
             return array.reshape(-1)  # a view: slicing it copies nothing
         return np.broadcast_to(array, self.shape).flat  # slicing copies just the range
@@ -64,14 +69,38 @@ class ArraySource:
         """Every element in ``[start, stop)``, one 1-D array per input."""
         return [flat[start:stop] for flat in self._flat]
 
+    def flat_index(self, start: int, stop: int) -> np.ndarray:
+        """Flat indices of the unmasked elements in ``[start, stop)`` (reads no input)."""
+        if self.valid is None:
+            return np.arange(start, stop, dtype=np.int64)
+        return np.flatnonzero(self.valid[start:stop]).astype(np.int64, copy=False) + start
+
     def gather(self, start: int, stop: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Flat indices of the unmasked elements in ``[start, stop)`` and their input values."""
         columns = self.columns(start, stop)
         if self.valid is None:
-            return np.arange(start, stop, dtype=np.int64), columns
+            return self.flat_index(start, stop), columns
         selected = self.valid[start:stop]
-        index = np.flatnonzero(selected).astype(np.int64, copy=False) + start
-        return index, [column[selected] for column in columns]
+        return self.flat_index(start, stop), [column[selected] for column in columns]
 
     def __reduce__(self):
         return (ArraySource, (self.arrays, self.shape, self.valid))
+
+    def readable_elsewhere(self, limit: int = 1 << 20) -> bool:
+        """Whether another process can read the inputs from a small pickle: files and small arrays."""
+        return all(isinstance(array, NpyReader) or array.nbytes <= limit for array in self.arrays)
+
+    def without_mask(self) -> ArraySource:
+        """The same inputs with every element valid (to send with a chunk's own mask bits)."""
+        return ArraySource(self.arrays, self.shape)
+
+
+class FlatFile:
+    """An .npy file sliced like a flat array: ``flat[start:stop]`` reads those elements (C order)."""
+
+    def __init__(self, reader: NpyReader) -> None:
+        self.reader = reader
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self.reader.size)
+        return self.reader.read_flat(start, max(start, stop))

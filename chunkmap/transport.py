@@ -1,10 +1,15 @@
-"""How a chunk's input values reach a worker process: through the worker's shared-memory buffer.
+"""How a chunk's input values reach a worker process, in requests of a few hundred bytes.
 
-numpy and :mod:`chunkmap.shm` only. Each worker slot of a pool owns one shared-memory buffer
-(grown when a chunk needs more). The parent copies a chunk's unmasked values into it, one column
-after the other, and the request carries only the buffer's name and each column's offset, dtype
-and length (:class:`SharedColumns`): a few hundred bytes whatever the chunk's size. The worker
-reads the columns as views on its mapping of the buffer, without copying them.
+numpy, :mod:`chunkmap.shm` and :mod:`chunkmap.source` only. Two ways, both giving the worker
+``columns()``:
+
+- :class:`SourceSlice`, when the worker can read the inputs itself (``.npy`` files, small
+  arrays): the request carries the file paths, the chunk's flat range and its mask as bits, and
+  the worker reads just that slice of each file.
+- :class:`SharedColumns` otherwise: each worker slot of a pool owns one shared-memory buffer
+  (:class:`InputBuffer`, grown when a chunk needs more); the parent copies the chunk's unmasked
+  values into it and the request carries the buffer's name and each column's offset, dtype and
+  length. The worker reads the columns as views on its mapping, without copying them.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from .shm import SharedArray
+from .source import ArraySource
 
-__all__ = ["SharedColumns", "InputBuffer"]
+__all__ = ["SharedColumns", "InputBuffer", "SourceSlice", "GatheredInputs", "SourceInputs"]
 
 ALIGNMENT = 64
 
@@ -80,3 +86,48 @@ class InputBuffer:
             self._shared.unlink()
             self._shared.close()
             self._shared = None
+
+
+@dataclass(frozen=True)
+class SourceSlice:
+    """Positions ``[first, last)`` of the unmasked elements of flat range ``[start, stop)`` of a source."""
+
+    source: ArraySource
+    start: int
+    stop: int
+    valid_bits: np.ndarray | None
+    first: int
+    last: int
+
+    def columns(self) -> list[np.ndarray]:
+        """Read the slice (in the worker)."""
+        columns = self.source.columns(self.start, self.stop)
+        if self.valid_bits is not None:
+            selected = np.unpackbits(self.valid_bits, count=self.stop - self.start).view(bool)
+            columns = [column[selected] for column in columns]
+        return [column[self.first : self.last] for column in columns]
+
+
+class GatheredInputs:
+    """A chunk's unmasked values, read in the parent; parts travel through a slot's buffer."""
+
+    def __init__(self, columns: Sequence[np.ndarray]) -> None:
+        self.columns = list(columns)
+        self.length = len(self.columns[0]) if self.columns else 0
+
+    def part(self, first: int, last: int, buffer: InputBuffer) -> SharedColumns:
+        return buffer.store([column[first:last] for column in self.columns])
+
+
+class SourceInputs:
+    """A chunk the workers read themselves; parts travel as :class:`SourceSlice` references."""
+
+    def __init__(self, source: ArraySource, start: int, stop: int) -> None:
+        self.source = source.without_mask()
+        self.start, self.stop = start, stop
+        selected = source.valid[start:stop] if source.valid is not None else None
+        self.valid_bits = np.packbits(selected) if selected is not None else None
+        self.length = (stop - start) if selected is None else int(np.count_nonzero(selected))
+
+    def part(self, first: int, last: int, buffer: InputBuffer) -> SourceSlice:
+        return SourceSlice(self.source, self.start, self.stop, self.valid_bits, first, last)
