@@ -1,0 +1,106 @@
+"""What trust costs: checkpoints, crash isolation and timeouts, measured on the seed's workload.
+
+    python -m benchmarks.bench_long_runs [--quick]
+
+- checkpoint overhead: the same run with and without ``checkpoint=`` (a directory), cheap function;
+- crash isolation: one poisoned element in a chunk of 10,000 — worker restarts, elements
+  re-evaluated, time against the same chunk without the poison;
+- timeout: one hung element with ``timeout=1`` — time against the same run without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+import chunkmap
+from chunkmap.demo import make_inputs, set_cost
+from chunkmap.isolation import evaluate_isolated
+from chunkmap.stub import slowlib
+from chunkmap.workers import WorkerPool
+
+
+def timed(function, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def checkpoint_overhead(size: int, repeat: int) -> dict:
+    a1, a2 = make_inputs(size)
+    mask = a1 <= -1e10
+
+    def plain():
+        chunkmap.run(slowlib.slow_computation, a2, a1, mask=mask, skip=slowlib.InternalError)
+
+    def checkpointed():
+        with tempfile.TemporaryDirectory() as folder:
+            chunkmap.run(slowlib.slow_computation, a2, a1, mask=mask, skip=slowlib.InternalError, checkpoint=folder)
+
+    plain()  # start the worker pool
+    without, with_checkpoint = timed(plain, repeat), timed(checkpointed, repeat)
+    return {"elements": a1.size, "without": without, "with": with_checkpoint, "ratio": with_checkpoint / without}
+
+
+def crash_isolation(length: int) -> dict:
+    a = np.linspace(0.0, 1.0, length)
+    b = np.full(length, 0.25)
+    with WorkerPool(1) as pool:
+        evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool)  # warm
+        started = time.perf_counter()
+        evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
+        clean = time.perf_counter() - started
+        a[length * 2 // 3] = slowlib.CRASH_VALUE
+        restarts = pool.restarts
+        started = time.perf_counter()
+        evaluation = evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
+        poisoned = time.perf_counter() - started
+        restarts = pool.restarts - restarts
+    crashes = [failure for failure in evaluation.failures if failure[1] == "SIGSEGV"]
+    assert [position for position, _, _ in crashes] == [length * 2 // 3]
+    return {"chunk": length, "restarts": restarts, "re_evaluated": length * 2 // 3, "clean": clean, "poisoned": poisoned}
+
+
+def timeout_cost(size: int) -> dict:
+    a1, a2 = make_inputs(size)
+    chunkmap.run(slowlib.slow_computation, a2, a1, skip=slowlib.InternalError)  # warm
+    started = time.perf_counter()
+    chunkmap.run(slowlib.slow_computation, a2, a1, skip=slowlib.InternalError, timeout=1.0)
+    clean = time.perf_counter() - started
+    a2[size // 2, size // 2] = slowlib.HANG_VALUE
+    started = time.perf_counter()
+    result = chunkmap.run(slowlib.slow_computation, a2, a1, skip=slowlib.InternalError, timeout=1.0)
+    hung = time.perf_counter() - started
+    assert [f.kind for f in result.failures if f.kind == "timeout"] == ["timeout"]
+    return {"elements": a1.size, "clean": clean, "hung": hung, "extra": hung - clean}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (for the tests)")
+    args = parser.parse_args(argv)
+    set_cost(0)
+    size, repeat = (300, 1) if args.quick else (2000, 5)
+    overhead = checkpoint_overhead(size, repeat)
+    isolation = crash_isolation(10_000)
+    hang = timeout_cost(100 if args.quick else 1000)
+    print("| measure | figure |")
+    print("|---|---|")
+    print(f"| checkpoint overhead, cost 0, {overhead['elements']:,} elements (median of {repeat}) "
+          f"| {overhead['without']:.3f} s without, {overhead['with']:.3f} s with: ratio {overhead['ratio']:.2f} |")
+    print(f"| one poisoned element in a chunk of {isolation['chunk']:,} | {isolation['restarts']} worker restarts, "
+          f"{isolation['re_evaluated']:,} elements evaluated twice; {isolation['poisoned']:.3f} s vs "
+          f"{isolation['clean']:.3f} s clean |")
+    print(f"| one hung element, timeout=1 s, {hang['elements']:,} elements | {hang['hung']:.2f} s vs "
+          f"{hang['clean']:.2f} s clean (+{hang['extra']:.2f} s) |")
+
+
+if __name__ == "__main__":
+    main()
