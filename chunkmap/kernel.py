@@ -30,7 +30,6 @@ __all__ = [
     "ChunkOutput",
     "evaluate_columns",
     "evaluate",
-    "values_array",
 ]
 
 #: Status of an element: its call returned a value.
@@ -193,25 +192,3 @@ def evaluate(
         error = failure.to_element_error(int(flat_index[failure.position]), source.shape)
         raise error from failure.__cause__
     return ChunkOutput(index, flat_index, evaluation)
-
-
-def values_array(values: list[Any]) -> np.ndarray:
-    """The 1-D array of ``func``'s results, in the dtype numpy infers from them.
-
-    Python ``bool``, ``int``, ``float`` and ``complex`` give ``bool``, ``int64``, ``float64``
-    and ``complex128``; a mix promotes as numpy does (int and float give float64). Anything
-    else (str, None, tuples, arrays, ints beyond 64 bits) gives an ``object`` array holding the
-    returned objects as they are.
-
-    Examples
-    --------
-    >>> values_array([1, 2]).dtype, values_array([1, 2.5]).dtype, values_array(["a", 1]).dtype
-    (dtype('int64'), dtype('float64'), dtype('O'))
-    """
-    try:
-        array = np.asarray(values)
-    except (ValueError, OverflowError):
-        array = None
-    if array is None or array.ndim != 1 or array.dtype.kind not in "biufc":
-        array = np.fromiter(values, dtype=object, count=len(values))
-    return array
