@@ -18,9 +18,17 @@ class also derives from the builtin exception a caller would naturally catch, so
     ├── FormatError(ValueError)                bytes that are not what they claim to be
     │   ├── NpyFormatError                     not a readable .npy file (truncated, object dtype, ...)
     │   └── CodecError                         a truncated, corrupted or foreign array payload
-    └── StoreError                             an array store (Redis) failed
-        ├── StoreConnectionError(ConnectionError)   the store's server cannot be reached
-        └── MissingKeyError(KeyError)          no array under that key
+    ├── StoreError                             an array store (Redis) failed
+    │   ├── StoreConnectionError(ConnectionError)   the store's server cannot be reached
+    │   └── MissingKeyError(KeyError)          no array under that key
+    ├── SharedMemoryError(OSError)             a shared-memory segment cannot be created, mapped or unlinked
+    ├── ClosedError(ValueError)                use of a closed SharedArray or SlotPool
+    │   └── PoolClosedError                    the SlotPool was closed, or aborted by an exception
+    └── PoolTimeoutError(TimeoutError)         no slot became available within ``timeout``
+
+    UserWarning
+    └── ChunkmapWarning
+        └── SharedMemoryFallbackWarning        /dev/shm is missing or too small: files are used instead
 """
 
 from __future__ import annotations
@@ -45,6 +53,12 @@ __all__ = [
     "StoreError",
     "StoreConnectionError",
     "MissingKeyError",
+    "SharedMemoryError",
+    "ClosedError",
+    "PoolClosedError",
+    "PoolTimeoutError",
+    "ChunkmapWarning",
+    "SharedMemoryFallbackWarning",
 ]
 
 
@@ -151,3 +165,45 @@ class MissingKeyError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class SharedMemoryError(ChunkmapError, OSError):
+    """A shared-memory segment cannot be created, mapped or unlinked."""
+
+
+class ClosedError(ChunkmapError, ValueError):
+    """A closed :class:`~chunkmap.shm.SharedArray` or :class:`~chunkmap.shm.SlotPool` was used."""
+
+
+class PoolClosedError(ClosedError):
+    """The slot pool was closed, or aborted because a producer or consumer failed.
+
+    Attributes
+    ----------
+    reason : str
+        Why the pool was closed (``"closed"``, or the failing party's exception).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the slot pool is closed: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.reason,))
+
+
+class PoolTimeoutError(ChunkmapError, TimeoutError):
+    """No slot became available within the given timeout."""
+
+
+class ChunkmapWarning(UserWarning):
+    """Base class of the warnings chunkmap emits."""
+
+
+class SharedMemoryFallbackWarning(ChunkmapWarning):
+    """/dev/shm is missing or too small, so shared arrays are memory-mapped files instead.
+
+    A ``UserWarning`` (shown by default, unlike ``ResourceWarning``): the fallback works, but
+    it writes through to a disk-backed file system, and the usual fix (``docker run
+    --shm-size=...``, or ``CHUNKMAP_SHM_DIR`` pointing to a tmpfs) is the user's to apply.
+    """

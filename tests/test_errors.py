@@ -130,6 +130,11 @@ def test_element_error_pickles_with_its_details():
     assert "skip=InternalError" in str(error)
 
 
-def test_every_error_is_a_chunkmap_error():
+def test_every_error_is_a_chunkmap_error_and_every_warning_a_chunkmap_warning():
     for name in errors.__all__:
-        assert issubclass(getattr(errors, name), errors.ChunkmapError)
+        cls = getattr(errors, name)
+        if issubclass(cls, Warning):
+            assert issubclass(cls, errors.ChunkmapWarning)
+        else:
+            assert issubclass(cls, errors.ChunkmapError)
+        assert name in errors.__doc__
