@@ -86,7 +86,7 @@ def wait_for_workers(address: str, count: int, logs) -> None:
 @pytest.fixture(scope="session")
 def local_cluster():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        with Client(cluster) as client:
+        with Client(cluster, set_as_default=False) as client:
             yield client
 
 

@@ -55,7 +55,8 @@ def test_local_cluster_client_matches_the_serial_loop(ew, local_cluster):
 
 def test_current_client_with_scheduler_distributed(ew, local_cluster):
     a = np.arange(100).reshape(10, 10)
-    result = chunkmap.run(ew.int_or_boom, a, a.T, skip=ew.Boom, chunks=9, scheduler="distributed")
+    with local_cluster.as_current():
+        result = chunkmap.run(ew.int_or_boom, a, a.T, skip=ew.Boom, chunks=9, scheduler="distributed")
     ew.assert_matches_reference(result, ew.int_or_boom, [a, a.T], skip=ew.Boom)
     result = chunkmap.run(ew.int_or_boom, a, skip=ew.Boom, scheduler=local_cluster)
     ew.assert_matches_reference(result, ew.int_or_boom, [a], skip=ew.Boom)
