@@ -17,7 +17,30 @@ from .kernel import COMPUTED, KINDS, ChunkOutput
 from .plan import Chunk
 from .result import Failures, Result
 
-__all__ = ["Outputs"]
+__all__ = ["Outputs", "compact"]
+
+#: elements moved per step of an in-place compaction (bounds its temporary copy)
+COMPACT_BLOCK = 1 << 20
+
+
+def compact(array: np.ndarray, keep: np.ndarray, block: int = COMPACT_BLOCK) -> np.ndarray:
+    """``array[keep]`` computed in place, block by block: a view on ``array``'s memory.
+
+    Unlike ``array[keep]``, it never holds a second copy of a large array, only one block.
+
+    Examples
+    --------
+    >>> compact(np.arange(6), np.array([1, 0, 1, 1, 0, 1], bool)).tolist()
+    [0, 2, 3, 5]
+    """
+    if keep.all():
+        return array
+    written = 0
+    for start in range(0, len(array), block):
+        kept = array[start : start + block][keep[start : start + block]]
+        array[written : written + len(kept)] = kept  # written <= start: nothing unread is overwritten
+        written += len(kept)
+    return array[:written]
 
 
 class Outputs:
@@ -81,11 +104,7 @@ class Outputs:
     def result(self) -> Result:
         """The :class:`Result` of everything added (failures in C order, failed slots removed)."""
         values = self.values if self.values is not None else np.empty(len(self.computed), np.float64)
-        if self.computed.all():
-            coords = self.coords
-        else:
-            coords = tuple(axis[self.computed] for axis in self.coords)
-            values = values[self.computed]
+        coords, values = tuple(compact(axis, self.computed) for axis in self.coords), compact(values, self.computed)
         order = sorted(self._failures)
         columns = [self._failures[index] for index in order]
         failures = Failures(

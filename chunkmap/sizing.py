@@ -27,7 +27,7 @@ BALANCE_CHUNKS = 32
 #: the longest a chunk may take (seconds): progress and checkpoints stay frequent
 MAX_CHUNK_SECONDS = 30.0
 #: the most elements in a chunk, bounding the memory of chunks in flight
-MAX_CHUNK_ELEMENTS = 1 << 22
+MAX_CHUNK_ELEMENTS = 1 << 20
 
 
 def measured(rounds: Sequence[tuple[int, float]]) -> bool:
