@@ -88,5 +88,3 @@ def local_cluster():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with Client(cluster, set_as_default=False) as client:
             yield client
-
-
