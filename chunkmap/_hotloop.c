@@ -19,6 +19,13 @@
 #include <string.h>
 
 #define MAX_COLUMNS 32
+/* Refilling an argument in place relies on Py_REFCNT(obj) == 1 meaning "only
+   we hold it", which free-threaded builds do not guarantee. */
+#ifdef Py_GIL_DISABLED
+#define REUSE_ARGS 0
+#else
+#define REUSE_ARGS 1
+#endif
 #define SIGNAL_INTERVAL 4096
 
 /* Kinds of input columns. */
@@ -271,7 +278,7 @@ fill_args(Py_ssize_t ncols, const int *kinds, const char *const *bases,
         const char *p = bases[c] + i * sizes[c];
         PyObject *old = held[c];
         PyObject *arg;
-        if (old != NULL && Py_REFCNT(old) == 1) {
+        if (REUSE_ARGS && old != NULL && Py_REFCNT(old) == 1) {
             switch (kinds[c]) {
             case IN_F64:
                 memcpy(&((PyFloatObject *)old)->ob_fval, p, sizeof(double));
