@@ -12,7 +12,8 @@
  * -builtin wrappers are METH_VARARGS functions), with PyObject_Call on one
  * argument tuple that is reused whenever the callee did not keep it.
  * The GIL is held while func runs; every 4096 elements the loop checks for
- * signals (Ctrl-C) and briefly releases the GIL so that other threads run.
+ * signals (Ctrl-C) and runs one empty Python function, whose first bytecode
+ * lets other threads take the GIL if they asked for it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -33,6 +34,9 @@ enum {
     IN_BOOL, IN_I8, IN_I16, IN_I32, IN_I64, IN_U8, IN_U16, IN_U32, IN_U64,
     IN_F32, IN_F64, IN_C64, IN_C128
 };
+
+/* An empty Python function, called every SIGNAL_INTERVAL elements (see loop()). */
+static PyObject *breaker = NULL;
 
 /* How func is called. */
 enum { CALL_VECTORCALL, CALL_TUPLE, CALL_CFUNCTION };
@@ -808,10 +812,16 @@ loop(PyObject *module, PyObject *args, PyObject *kwargs)
                 goto cleanup;
             }
             /* Let other threads run, as the eval loop would between bytecodes
-               (a dask worker's threads, a progress thread): costs ~0.1 us when
-               no thread waits, i.e. nothing per element. */
-            Py_BEGIN_ALLOW_THREADS
-            Py_END_ALLOW_THREADS
+               (a dask worker's threads, a progress thread): a call of an empty
+               Python function, whose first instruction serves the interpreter's
+               GIL drop requests, pending calls and asynchronous exceptions.
+               (Releasing and retaking the GIL here would not do: the waiting
+               thread only asks for the GIL after 5 ms without any switch.) */
+            PyObject *none = PyObject_CallNoArgs(breaker);
+            if (none == NULL) {
+                goto cleanup;
+            }
+            Py_DECREF(none);
         }
     }
     ret = Py_BuildValue("(niO)", n, 0, Py_None);
@@ -850,5 +860,32 @@ static struct PyModuleDef hotloop_module = {
 PyMODINIT_FUNC
 PyInit__hotloop(void)
 {
-    return PyModule_Create(&hotloop_module);
+    PyObject *module, *globals, *code, *result;
+
+    if (breaker == NULL) {
+        globals = PyDict_New();
+        if (globals == NULL) {
+            return NULL;
+        }
+        if (PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0) {
+            Py_DECREF(globals);
+            return NULL;
+        }
+        code = Py_CompileString("def eval_breaker():\n    pass\n", "<chunkmap._hotloop>",
+                                Py_file_input);
+        result = code != NULL ? PyEval_EvalCode(code, globals, globals) : NULL;
+        Py_XDECREF(code);
+        Py_XDECREF(result);
+        breaker = result != NULL ? PyDict_GetItemString(globals, "eval_breaker") : NULL;
+        Py_XINCREF(breaker);
+        Py_DECREF(globals);
+        if (breaker == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_SystemError, "chunkmap._hotloop: no eval_breaker");
+            }
+            return NULL;
+        }
+    }
+    module = PyModule_Create(&hotloop_module);
+    return module;
 }
