@@ -433,15 +433,21 @@ _WIDENABLE = {np.dtype(np.bool_), np.dtype(np.int64), np.dtype(np.float64),
               np.dtype(np.complex128)}
 
 
-def _discovered(obj: Any) -> np.dtype:
-    """The dtype numpy.asarray gives ``obj`` inside a list (object if not a number)."""
+def _widened(dtype: np.dtype, obj: Any) -> np.dtype:
+    """The output dtype after misfit ``obj``: the promotion of ``dtype`` and the dtype
+    numpy gives a Python bool/int/float/complex in a list, if that is one of _WIDENABLE;
+    object for anything else, numpy scalars included (the object path never misfits
+    again, and the final numpy.asarray over the objects gives numpy's own dtype)."""
+    if type(obj) not in (bool, int, float, complex):
+        return np.dtype(object)
     try:
-        array = np.asarray(obj)
-    except Exception:
+        found = np.asarray(obj).dtype  # int64, or uint64/object for larger ints
+    except OverflowError:
         return np.dtype(object)
-    if array.ndim != 0 or array.dtype.kind not in "biufc":
-        return np.dtype(object)
-    return array.dtype
+    if found == object:
+        return found
+    promoted = np.promote_types(dtype, found)
+    return promoted if promoted in _WIDENABLE else np.dtype(object)
 
 
 def _values_array(values: list[Any]) -> np.ndarray:
@@ -466,9 +472,12 @@ def run_to_end(
 ) -> tuple[np.ndarray, np.ndarray, list, tuple[int, BaseException] | None]:
     """Drive a loop over all elements, widening the output dtype at each misfit.
 
-    The output starts as bool; a misfit result widens it to the promotion of its dtype
-    and the current one (bool < int64 < float64 < complex128), or to object for anything
-    else, and the loop resumes after it. The results then have the dtype and values of
+    The output starts as bool; a misfit Python bool/int/float/complex widens it to the
+    promotion of its dtype and the current one (bool < int64 < float64 < complex128),
+    anything else (ints beyond int64, numpy scalars other than float64/complex128, None,
+    str...) to object, and the loop resumes after it: at most four widenings, each
+    copying the output once. An object output is finally passed through
+    ``numpy.asarray``. The results then have the dtype and values of
     ``numpy.asarray(results)`` (an object array if numpy makes no 1-D numeric array),
     except that results converted before a later widening to object stay converted
     (``[1, 2.5, None]`` gives ``[1.0, 2.5, None]``).
@@ -509,12 +518,9 @@ def run_to_end(
         if reason == 2:
             error = (position, obj)
             break
-        dtype = _discovered(obj)
-        if dtype != object:
-            dtype = np.promote_types(out.dtype, dtype)
-        if dtype not in _WIDENABLE:
-            dtype = np.dtype(object)
-        out = out.astype(dtype)
+        dtype = _widened(out.dtype, obj)
+        if dtype != out.dtype:
+            out = out.astype(dtype)
         if dtype == object:
             out[position : position + 1] = np.fromiter([obj], dtype=object, count=1)
         else:
