@@ -326,11 +326,12 @@ def _block_function(ncols: int, heartbeat: bool, kind: int) -> Callable[..., Any
         names = [f"a{c}" for c in range(ncols)]
         args = ", ".join(names)
         loop_vars = names[0] if ncols == 1 else args
-        iterable = "lists[0]" if ncols == 1 else f"zip({', '.join(f'lists[{c}]' for c in range(ncols))})"
+        columns = ", ".join(f"lists[{c}]" for c in range(ncols))
+        iterable = "lists[0]" if ncols == 1 else f"zip({columns})"
     else:
         args, loop_vars, iterable = "*row", "row", "zip(*lists)"
     if heartbeat:
-        loop_vars = f"pos, {'(' + loop_vars + ')' if ',' in loop_vars else loop_vars}"
+        loop_vars = f"pos, ({loop_vars})" if ncols in (2, 3) else f"pos, {loop_vars}"
         iterable = f"enumerate({iterable}, first)"
     check = ""
     if kind in _CHECKS:

@@ -336,6 +336,18 @@ def test_partial_with_kwargs_and_builtins(impl):
     assert values[:10].tolist() == (x + 1j * x).tolist()
 
 
+@pytest.mark.parametrize("heartbeat", [False, True])
+def test_many_columns(heartbeat):
+    columns = tuple(np.arange(10, dtype=dt) for dt in ["i1", "u8", "f4", "f8", "?", "c8"])
+    outcomes = []
+    for impl in IMPLEMENTATIONS:
+        values, status = fresh("c16", 10)
+        beat = np.zeros(1, np.int64) if heartbeat else None
+        assert impl(lambda *a: sum(a), columns, (), values, status, [], 0, beat) == (10, 0, None)
+        outcomes.append(values[:10].tolist())
+    assert outcomes[0] == outcomes[1] == [sum(r) for r in zip(*(c.tolist() for c in columns))]
+
+
 # ---------------------------------------------------------------------- the stub
 
 
