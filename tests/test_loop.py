@@ -338,7 +338,7 @@ def test_partial_with_kwargs_and_builtins(impl):
 
 @pytest.mark.parametrize("heartbeat", [False, True])
 def test_many_columns(heartbeat):
-    columns = tuple(np.arange(10, dtype=dt) for dt in ["i1", "u8", "f4", "f8", "?", "c8"])
+    columns = tuple(np.arange(10).astype(dt) for dt in ["i1", "u8", "f4", "f8", "?", "c8"])
     outcomes = []
     for impl in IMPLEMENTATIONS:
         values, status = fresh("c16", 10)
