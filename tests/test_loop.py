@@ -576,22 +576,26 @@ def test_unprintable_exception_gets_a_placeholder(impl):
 
 
 def test_ctrl_c_stops_a_long_compiled_chunk():
-    """A builtin func runs no bytecode: the loop itself must check for signals."""
-    n = 40_000_000
-    column = np.zeros(n, dtype=np.bool_)
-    values, status = np.zeros(n, np.bool_), np.zeros(n, np.uint8)
+    """A C func runs no bytecode: the loop itself must check for signals."""
+    n = 3_000_000  # 2 us each: 6 s of work, interrupted after 0.3 s
+    column = np.full(n, 0.5, dtype=np.float32)  # slow_computation(0.5, 0.5) == 1000
+    values, status = np.zeros(n, np.int64), np.full(n, 7, np.uint8)
     beat = np.zeros(1, np.int64)
+    cost = slowlib.get_cost_ns()
+    slowlib.set_cost_ns(2000)
     killer = subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -INT {os.getpid()}"])
     t0 = time.perf_counter()
     try:
         with pytest.raises(KeyboardInterrupt):
-            compiled_loop(operator.not_, (column,), (), values, status, [], 0, beat)
-            time.sleep(5)  # the loop was too fast: the signal arrives here
+            compiled_loop(slowlib.slow_computation, (column, column), (), values, status, [],
+                          0, beat)
+            time.sleep(10)  # not reached unless the loop ignored the signal
     finally:
+        slowlib.set_cost_ns(cost)
         killer.wait()
-    assert time.perf_counter() - t0 < 5
-    assert 0 < beat[0] < n - 1, "the loop ended before the signal"
-    assert values[: beat[0]].all() and not values[beat[0] + 1 :].any()
+    assert time.perf_counter() - t0 < 3
+    assert 0 < beat[0] < n - 1
+    assert (status[: beat[0]] == 0).all() and (status[beat[0] + 1 :] == 7).all()
 
 
 def test_other_threads_run_during_a_long_compiled_chunk():
