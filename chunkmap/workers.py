@@ -12,6 +12,7 @@ worker. :mod:`chunkmap.isolation` turns those into per-element failures.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import json
 import mmap
 import os
@@ -89,6 +90,11 @@ def exit_name(returncode: int) -> str:
     return f"exit {returncode}"
 
 
+#: Workers die with the thread that started them (Linux's parent-death signal follows the thread),
+#: so every worker is started from this one thread, which lives as long as the process.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chunkmap-spawner")
+
+
 class Heartbeats:
     """One int64 per worker slot in an anonymous shared file (``memfd``) that workers inherit."""
 
@@ -119,13 +125,14 @@ class WorkerProcess:
         response_read, response_write = os.pipe()
         environment = {**os.environ, "CHUNKMAP_WORKER_SYS_PATH": json.dumps(sys.path)}
         try:
-            self.process = subprocess.Popen(
+            self.process = _SPAWNER.submit(
+                subprocess.Popen,
                 [sys.executable, "-m", "chunkmap.worker", str(request_read), str(response_write),
                  str(heartbeats.fd), str(slot)],
                 pass_fds=(request_read, response_write, heartbeats.fd),
                 env=environment,
                 stdin=subprocess.DEVNULL,
-            )
+            ).result()
         finally:
             os.close(request_read)
             os.close(response_write)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,10 +56,18 @@ def cluster_address(tmp_path_factory):
         processes = []
         for name, arguments in commands.items():
             log = stack.enter_context(open(logs / f"{name}.log", "wb"))
-            processes.append(subprocess.Popen([*dask_command(), *arguments], stdout=log, stderr=log, env=env))
+            processes.append(subprocess.Popen([*dask_command(), *arguments], stdout=log, stderr=log, env=env,
+                                              preexec_fn=die_with_parent))
             stack.callback(stop, processes[-1])
         wait_for_workers(address, 2, logs)
         yield address
+
+
+def die_with_parent() -> None:
+    """In the child: have Linux send SIGTERM if the test process dies without tearing down."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def stop(process: subprocess.Popen) -> None:

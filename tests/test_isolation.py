@@ -191,3 +191,22 @@ def test_requests_carry_names_and_offsets_not_the_data(monkeypatch):
         evaluation = evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
     assert len(evaluation.status) == 1_000_000
     assert sizes and max(sizes) < 4_000
+
+
+def test_workers_outlive_the_thread_that_needed_them():
+    """A pool made from a short-lived thread keeps its workers after that thread ends."""
+    pools = []
+
+    def make_pool_then_end():
+        pools.append(WorkerPool(1))
+        time.sleep(1.5)  # the worker has started (and armed its parent-death signal) before we end
+
+    thread = threading.Thread(target=make_pool_then_end)
+    thread.start()
+    thread.join()
+    time.sleep(0.5)
+    with pools[0] as pool:
+        assert pool.alive()
+        a = np.linspace(0, 1, 100)
+        evaluate_isolated([a, a], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
+        assert pool.restarts == 0
