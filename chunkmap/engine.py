@@ -17,8 +17,8 @@ progress and checkpoint).
 
 from __future__ import annotations
 
-import functools
 import re
+import uuid
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -199,8 +199,7 @@ def execute(
     if scheduler.name == "distributed":
         _execute_distributed(source, chunks, execution, scheduler.client, deliver)
         return
-    task = functools.partial(_local_task, source=source, execution=execution, deliver=deliver,
-                             pool_size=scheduler.workers if scheduler.name == "processes" else 0)
+    task = LocalTask(source, execution, deliver, scheduler.workers if scheduler.name == "processes" else 0)
     bag = db.from_sequence(chunks, npartitions=len(chunks)).map(task)
     try:
         bag.compute(scheduler="sync" if scheduler.name == "sync" else "threads",
@@ -210,18 +209,35 @@ def execute(
         raise
 
 
-def _local_task(chunk: Chunk, source: Source, execution: Execution, deliver: Callable, pool_size: int) -> None:
-    """The bag's task on a local scheduler: evaluate one chunk and deliver its output."""
-    if execution.cancelled.is_set():
-        return
-    if pool_size:
-        output = _evaluate_isolated(chunk, source, execution, shared_pool(pool_size))
-    else:
-        output = evaluate(chunk.index, chunk.start, chunk.stop, source, execution.func,
-                          execution.skip, execution.kwargs)
-        if execution.progress is not None:
-            execution.progress(chunk.size)
-    deliver(output)
+class LocalTask:
+    """The bag's task on a local scheduler: evaluate one chunk and deliver its output.
+
+    It names itself for dask (``__dask_tokenize__``): hashing its inputs to name the graph would
+    read every byte of them on each compute.
+    """
+
+    def __init__(self, source: Source, execution: Execution, deliver: Callable, pool_size: int) -> None:
+        self.source = source
+        self.execution = execution
+        self.deliver = deliver
+        self.pool_size = pool_size
+        self.token = uuid.uuid4().hex
+
+    def __dask_tokenize__(self) -> str:
+        return self.token
+
+    def __call__(self, chunk: Chunk) -> None:
+        execution = self.execution
+        if execution.cancelled.is_set():
+            return
+        if self.pool_size:
+            output = _evaluate_isolated(chunk, self.source, execution, shared_pool(self.pool_size))
+        else:
+            output = evaluate(chunk.index, chunk.start, chunk.stop, self.source, execution.func,
+                              execution.skip, execution.kwargs)
+            if execution.progress is not None:
+                execution.progress(chunk.size)
+        self.deliver(output)
 
 
 def _evaluate_isolated(chunk: Chunk, source: ArraySource, execution: Execution, pool: Any) -> ChunkOutput:

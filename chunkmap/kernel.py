@@ -65,6 +65,8 @@ class Evaluation:
     @classmethod
     def join(cls, parts: Sequence[tuple[int, Evaluation]], length: int) -> Evaluation:
         """One evaluation of ``length`` elements from parts evaluated at the given offsets."""
+        if len(parts) == 1 and parts[0][0] == 0 and len(parts[0][1].status) == length:
+            return parts[0][1]  # the usual case: the chunk in one piece
         parts = sorted(parts, key=lambda part: part[0])
         status = np.empty(length, np.uint8)
         failures = []

@@ -61,6 +61,12 @@ class Stats:
         )
 
 
+def _strings(items: Sequence[str]) -> np.ndarray:
+    """An object array referring to the strings (a fixed-width unicode array would copy each one
+    at the width of the longest)."""
+    return np.fromiter(items, dtype=object, count=len(items))
+
+
 @dataclass(frozen=True)
 class Failure:
     """One element whose call failed: where, how (``kind``), which exception and its message."""
@@ -80,12 +86,12 @@ class Failures:
     ----------
     flat_index : ndarray of int64
         Flat (C order) index of each failed element.
-    kinds : ndarray of str
+    kinds : ndarray of str (object dtype)
         ``"exception"`` (an exception listed in ``skip``), ``"crash"`` (the call killed its
         worker process) or ``"timeout"`` (the call exceeded the run's ``timeout``).
-    types : ndarray of str
+    types : ndarray of str (object dtype)
         The exception's class name.
-    messages : ndarray of str
+    messages : ndarray of str (object dtype)
         ``str()`` of the exception.
     """
 
@@ -99,9 +105,9 @@ class Failures:
     ) -> None:
         self.shape = shape
         self.flat_index = np.asarray(flat_index, dtype=np.int64)
-        self.types = np.asarray(types, dtype=str)
-        self.messages = np.asarray(messages, dtype=str)
-        self.kinds = np.asarray(["exception"] * len(self.flat_index) if kinds is None else kinds, str)
+        self.types = _strings(types)
+        self.messages = _strings(messages)
+        self.kinds = _strings(["exception"] * len(self.flat_index) if kinds is None else kinds)
 
     @functools.cached_property
     def coords(self) -> tuple[np.ndarray, ...]:
