@@ -8,7 +8,6 @@ import threading
 import time
 
 import numpy as np
-import psutil
 import pytest
 from distributed import Client
 

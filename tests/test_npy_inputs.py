@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 import chunkmap
 from chunkmap.errors import DtypeError, MissingFileError, NpyFormatError, ShapeError
-from chunkmap.isolation import evaluate_isolated
 from chunkmap.npy import NpyReader
 from chunkmap.stub import slowlib
 

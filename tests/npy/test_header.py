@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from chunkmap.errors import FormatError, MissingFileError, NpyFormatError
+from chunkmap.errors import MissingFileError, NpyFormatError
 from chunkmap.npy import NpyHeader, read_header
 from chunkmap.npy.header import parse_header
 
