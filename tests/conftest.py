@@ -97,3 +97,29 @@ def local_cluster():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with Client(cluster, set_as_default=False) as client:
             yield client
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def run_notebook(monkeypatch):
+    """Execute ``notebooks/NAME`` headless (with extra environment variables); return (notebook, text).
+
+    Fails on any cell error; ``text`` is everything the code cells printed.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    def run(name: str, **environment: str):
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        for key, value in environment.items():
+            monkeypatch.setenv(key, value)
+        notebook = nbformat.read(os.path.join(ROOT, "notebooks", name), as_version=4)
+        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
+        outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+        errors = [output for output in outputs if output.output_type == "error"]
+        assert not errors, errors[0].get("evalue")
+        return notebook, "".join(output.get("text", "") for output in outputs)
+
+    return run

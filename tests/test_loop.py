@@ -793,7 +793,7 @@ def test_reference_counts_are_exact(impl):
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=IDS)
 def test_no_leak_over_a_million_elements(impl):
-    psutil = pytest.importorskip("psutil")
+    import psutil
     n = 1_000_000 if impl is compiled_loop else 200_000  # tracemalloc slows Python 5x
     x = np.linspace(-2, 2, n)
     y = np.linspace(0, 1, n)
