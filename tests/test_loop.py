@@ -691,7 +691,7 @@ def bad_arguments():
         yield pytest.param(args, id=name)
 
 
-@pytest.mark.parametrize("args", bad_arguments())
+@pytest.mark.parametrize("args", list(bad_arguments()))
 def test_invalid_arguments_raise_the_same_error(args):
     errors = []
     for impl in IMPLEMENTATIONS:
