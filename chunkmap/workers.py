@@ -222,23 +222,34 @@ class WorkerPool:
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self._closed = False
         self.restarts = 0  #: workers replaced after a crash, a hang or a cancel
         self.heartbeats = Heartbeats(size)
         self.buffers = [InputBuffer() for _ in range(size)]  #: each slot's shared input buffer
         self._idle: queue.LifoQueue[WorkerProcess] = queue.LifoQueue()
         self._all: dict[int, WorkerProcess] = {}
         self._lock = threading.Lock()
-        for slot in range(size):
-            self._idle.put(self._start(slot))
+        with self._lock:
+            for slot in range(size):
+                self._idle.put(self._start(slot))
 
     def _start(self, slot: int) -> WorkerProcess:
+        """Start a worker in ``slot`` (the caller holds ``self._lock``)."""
         worker = WorkerProcess(slot, self.heartbeats)
-        with self._lock:
-            self._all[slot] = worker
+        self._all[slot] = worker
         return worker
 
     def acquire(self) -> WorkerProcess:
-        """A live worker for the calling thread's exclusive use (waits while all are busy)."""
+        """A live worker for the calling thread's exclusive use (waits while all are busy).
+
+        Raises
+        ------
+        Cancelled
+            The pool was closed (e.g. replaced by a newer one while a cancelled run's
+            threads were still finishing).
+        """
+        if self._closed:
+            raise Cancelled("the worker pool was closed")
         worker = self._idle.get()
         if worker.process.poll() is not None:  # died while idle: replace it
             worker = self.replace(worker)
@@ -249,18 +260,24 @@ class WorkerPool:
         self._idle.put(worker)
 
     def replace(self, worker: WorkerProcess) -> WorkerProcess:
-        """Kill ``worker`` if it still runs and start a fresh one in its slot."""
+        """Kill ``worker`` if it still runs and start a fresh one in its slot (none once closed)."""
         worker.kill()
         worker.responses.close()
-        self.restarts += 1
-        return self._start(worker.slot)
+        with self._lock:  # atomic with close(): a closed pool starts nothing that nobody would stop
+            if self._closed:
+                return worker
+            self.restarts += 1
+            return self._start(worker.slot)
 
     def alive(self) -> bool:
         return all(worker.process.poll() is None for worker in self._all.values())
 
     def close(self) -> None:
         """Stop every worker and free the heartbeats."""
-        for worker in list(self._all.values()):
+        with self._lock:
+            self._closed = True
+            workers = list(self._all.values())
+        for worker in workers:
             worker.close()
         self._all.clear()
         for buffer in self.buffers:

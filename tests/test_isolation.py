@@ -209,3 +209,15 @@ def test_workers_outlive_the_thread_that_needed_them():
         a = np.linspace(0, 1, 100)
         evaluate_isolated([a, a], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
         assert pool.restarts == 0
+
+
+def test_a_closed_pool_starts_no_worker():
+    """A thread still finishing when its pool is closed (and replaced) must not start new workers."""
+    pool = WorkerPool(1)
+    worker = pool.acquire()
+    pool.close()
+    replacement = pool.replace(worker)
+    assert replacement is worker and replacement.process.poll() is not None
+    assert pool.restarts == 0
+    with pytest.raises(chunkmap.workers.Cancelled, match="the worker pool was closed"):
+        pool.acquire()
