@@ -5,8 +5,8 @@
   process; the creating side owns and unlinks the segment.
 - :class:`SlotPool` -- N pre-allocated shared arrays passed between any number of producer and
   consumer processes as free/filled tokens, with a shutdown that cannot hang.
-- Errors: :class:`SharedMemoryError`, :class:`ClosedError`, :class:`PoolClosedError`,
-  :class:`PoolTimeoutError`; warning: :class:`SharedMemoryFallbackWarning`.
+- Errors (from :mod:`chunkmap.errors`): :class:`SharedMemoryError`, :class:`ClosedError`,
+  :class:`PoolClosedError`, :class:`PoolTimeoutError`; warning: :class:`SharedMemoryFallbackWarning`.
 
 Cleanup guarantees and the choice of ``shm_open`` + ``mmap`` over
 :class:`multiprocessing.shared_memory.SharedMemory` are explained in :mod:`chunkmap.shm.segment`.
@@ -21,7 +21,7 @@ np.int64(6)
 from __future__ import annotations
 
 from .array import SharedArray
-from .errors import (
+from ..errors import (
     ClosedError,
     PoolClosedError,
     PoolTimeoutError,

@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DtypeError, InputError
+from ..errors import ClosedError, DtypeError, InputError, SharedMemoryError
 from . import segment as _segment
-from .errors import ClosedError, SharedMemoryError
 
 __all__ = ["SharedArray"]
 

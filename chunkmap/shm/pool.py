@@ -51,9 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, OptionError
+from ..errors import InputError, OptionError, PoolClosedError, PoolTimeoutError, SharedMemoryError
 from .array import SharedArray
-from .errors import PoolClosedError, PoolTimeoutError, SharedMemoryError
 
 __all__ = ["SlotPool", "Slot", "LOCK_TIMEOUT"]
 
@@ -332,13 +331,8 @@ class SlotPool:
 
         A :class:`PoolClosedError` (someone else failed or closed the pool) ends the block quietly.
         """
-        try:
+        with self._party("producer"):
             yield self
-        except PoolClosedError:
-            return
-        except BaseException as exc:
-            self.abort(f"a producer (pid {os.getpid()}) raised {type(exc).__name__}: {exc}")
-            raise
         if not self.closed:
             self.finish()
 
@@ -349,12 +343,18 @@ class SlotPool:
 
         A :class:`PoolClosedError` (someone else failed or closed the pool) ends the block quietly.
         """
-        try:
+        with self._party("consumer"):
             yield self
+
+    @contextmanager
+    def _party(self, role: str) -> Iterator[None]:
+        """Abort the pool when ``role``'s block raises; end quietly if the pool was closed meanwhile."""
+        try:
+            yield
         except PoolClosedError:
             return
         except BaseException as exc:
-            self.abort(f"a consumer (pid {os.getpid()}) raised {type(exc).__name__}: {exc}")
+            self.abort(f"a {role} (pid {os.getpid()}) raised {type(exc).__name__}: {exc}")
             raise
 
     def get_filled(self, timeout: float | None = None) -> Slot | None:

@@ -65,8 +65,7 @@ import weakref
 from collections import OrderedDict
 from multiprocessing import resource_tracker, util
 
-from ..errors import MissingFileError
-from .errors import SharedMemoryError, SharedMemoryFallbackWarning
+from ..errors import MissingFileError, SharedMemoryError, SharedMemoryFallbackWarning
 
 try:  # POSIX shared memory, as multiprocessing.shared_memory uses it
     import _posixshmem
