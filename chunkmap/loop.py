@@ -167,6 +167,14 @@ def _array(obj: Any, view: memoryview) -> np.ndarray:
     return obj if isinstance(obj, np.ndarray) else np.asarray(view)
 
 
+def _output(obj: Any, view: memoryview, what: str, n: int) -> np.ndarray:
+    """``obj`` as a writable 1-D output of at least ``n`` elements, or the error saying why not."""
+    _check_shape(view, what, True, True)
+    if view.shape[0] < n:
+        raise ValueError(f"{what} has {view.shape[0]} elements, fewer than the {n} of the columns")
+    return _array(obj, view)
+
+
 def _validate(func, columns, skip, values, status, failures, start, heartbeat):
     """Check the arguments; return (column arrays, n, values array, kind, status array,
     heartbeat memoryview or None, start)."""
@@ -204,21 +212,11 @@ def _validate(func, columns, skip, values, status, failures, start, heartbeat):
     kind = _VALUES_KINDS.get((_native(view), view.itemsize))
     if kind is None:
         raise TypeError(f"values has dtype {_dtype_text(values, view)}, {_VALUES_TYPES}")
-    _check_shape(view, "values", True, True)
-    if view.shape[0] < n:
-        raise ValueError(
-            f"values has {view.shape[0]} elements, fewer than the {n} of the columns"
-        )
-    out = _array(values, view)
+    out = _output(values, view, "values", n)
     view = _buffer(status, "status", "expected uint8")
     if _native(view) != "B" or view.itemsize != 1:
         raise TypeError(f"status has dtype {_dtype_text(status, view)}, expected uint8")
-    _check_shape(view, "status", True, True)
-    if view.shape[0] < n:
-        raise ValueError(
-            f"status has {view.shape[0]} elements, fewer than the {n} of the columns"
-        )
-    stat = _array(status, view)
+    stat = _output(status, view, "status", n)
     start = operator.index(start)
     if not 0 <= start <= n:
         raise ValueError(f"start must be between 0 and {n} (the columns' length), got {start}")
