@@ -30,8 +30,11 @@ slowlib = Extension(
 # The compiled per-element loop of chunkmap.loop (plain C API, no numpy headers).
 hotloop = Extension("chunkmap._hotloop", ["chunkmap/_hotloop.c"], extra_compile_args=["-O3"])
 
+# open + pread + close in one call for chunkmap.npy (plain C API; _io.py is the fallback).
+npy_pread = Extension("chunkmap.npy._pread", ["chunkmap/npy/_pread.c"], extra_compile_args=["-O2"])
+
 setup(
-    ext_modules=[slowlib, hotloop],
+    ext_modules=[slowlib, hotloop, npy_pread],
     cmdclass={"build_py": build_py},
     # The SWIG-generated C source is not package data (the *.c glob would match it).
     exclude_package_data={"chunkmap.stub": ["slowlib_wrap.c"]},

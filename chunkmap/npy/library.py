@@ -7,6 +7,12 @@ by ``ulimit -n`` nor by the address space, unlike a dict of ``np.load(mmap_mode=
 
 With ``cache_bytes > 0`` whole arrays are kept in memory, least recently used first out, up to that
 many bytes: the first access to an array reads it whole (one read), later rows are views of it.
+
+With ``max_open_files=N > 0`` the library keeps up to N descriptors open between calls, the most
+recently used ones (an :class:`~chunkmap.npy.fdpool.FdPool`): a row of a file read recently then
+costs one ``pread`` (~2 us) instead of open + pread + close (~5 us). The pool is bounded (at most
+half of ``ulimit -n``), thread- and fork-safe, and released by :meth:`NpyLibrary.close`, by leaving
+a ``with`` block, or when the library is garbage collected. The default, 0, holds no descriptor.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingFileError, MissingKeyError, OptionError
+from ..errors import ClosedError, MissingFileError, MissingKeyError, OptionError
+from .fdpool import FdPool
 from .header import NpyHeader
 from .reader import NpyReader
 from .rows import RowIterator
@@ -59,6 +66,23 @@ class NpyLibrary(Mapping[str, NpyReader]):
         row is read from disk (a few microseconds from the page cache).
     pattern : str, default "*.npy"
         File-name pattern used for a folder.
+    max_open_files : int, default 0
+        Size of a least-recently-used pool of file descriptors kept open between calls; 0 (the
+        default) keeps none, and every row read opens and closes its file. A pool pays when the
+        same files are read again and again: a row then costs one ``pread``. At most half of the
+        soft open-files limit (``ulimit -n``).
+
+    Raises
+    ------
+    MissingFileError
+        ``source`` is a path that is not a folder.
+    OptionError
+        A negative ``cache_bytes``, or ``max_open_files`` negative or above half ``ulimit -n``.
+
+    Notes
+    -----
+    :meth:`close` (or leaving a ``with`` block) releases the descriptors and the cache; the library
+    cannot be used afterwards (:class:`~chunkmap.errors.ClosedError`).
 
     Examples
     --------
@@ -72,13 +96,25 @@ class NpyLibrary(Mapping[str, NpyReader]):
     array([1, 1, 1], dtype=uint8)
     >>> [int(r[0, 0]) for r in lib.iter_rows(["img0", "img2"])][::500]
     [0, 2]
+    >>> with NpyLibrary(d, max_open_files=2) as pooled:
+    ...     int(pooled.row("img0", 0)[0, 0]), int(pooled.row("img2", 0)[0, 0]), pooled.open_files
+    (0, 2, 2)
+    >>> pooled.open_files
+    0
     >>> for k in range(3): os.remove(os.path.join(d, f"img{k}.npy"))
     >>> os.rmdir(d)
     """
 
-    def __init__(self, source: Any, *, cache_bytes: int = 0, pattern: str = "*.npy") -> None:
+    def __init__(
+        self, source: Any, *, cache_bytes: int = 0, pattern: str = "*.npy", max_open_files: int = 0
+    ) -> None:
         if int(cache_bytes) < 0:
             raise OptionError(f"cache_bytes must be >= 0, got {cache_bytes}")
+        if isinstance(max_open_files, bool) or not isinstance(max_open_files, int) or max_open_files < 0:
+            raise OptionError(f"max_open_files must be an int >= 0 (0: no descriptor held), got {max_open_files!r}")
+        self._pool: FdPool | None = FdPool(max_open_files) if max_open_files else None
+        self.max_open_files = max_open_files
+        self._closed = False
         self._folder: str | None = None
         self._pattern = pattern
         self._listed: dict[str, str] | None = None
@@ -99,7 +135,7 @@ class NpyLibrary(Mapping[str, NpyReader]):
     def __reduce__(self):
         headers = {k: (r.path, r.header) for k, r in self._readers.items()}
         source = self._folder if self._folder is not None else self._listed
-        return (_rebuild, (source, self.cache_bytes, self._pattern, headers))
+        return (_rebuild, (source, self.cache_bytes, self._pattern, headers, self.max_open_files))
 
     @property
     def _paths(self) -> dict[str, str]:
@@ -109,7 +145,33 @@ class NpyLibrary(Mapping[str, NpyReader]):
 
     def __repr__(self) -> str:
         what = f"{len(self._listed)} arrays" if self._listed is not None else f"folder {self._folder!r}"
-        return f"NpyLibrary({what}, cache_bytes={self.cache_bytes})"
+        pool = f", max_open_files={self.max_open_files}" if self.max_open_files else ""
+        closed = ", closed" if self._closed else ""
+        return f"NpyLibrary({what}, cache_bytes={self.cache_bytes}{pool}{closed})"
+
+    # -- descriptors -----------------------------------------------------------------------------
+    @property
+    def open_files(self) -> int:
+        """Descriptors the library holds now (0 without ``max_open_files``)."""
+        return 0 if self._pool is None else self._pool.open_count
+
+    def close(self) -> None:
+        """Release the held descriptors and the cache; later reads raise ``ClosedError``.
+
+        Readers obtained from the library before keep working when the library holds no pool;
+        with a pool they raise ``ClosedError`` too. Idempotent.
+        """
+        self._closed = True
+        self._readers = {}
+        if self._pool is not None:
+            self._pool.close()
+        self.clear_cache()
+
+    def __enter__(self) -> NpyLibrary:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- mapping -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -154,9 +216,11 @@ class NpyLibrary(Mapping[str, NpyReader]):
     def __getitem__(self, key: str) -> NpyReader:
         r = self._readers.get(key)
         if r is None:
+            if self._closed:
+                raise ClosedError("this NpyLibrary is closed; open a new one")
             direct = self._direct(key)
             try:
-                r = NpyReader(self.path(key))
+                r = NpyReader(self.path(key), pool=self._pool)
             except MissingFileError:
                 if direct:
                     raise self._missing(key) from None
@@ -254,6 +318,7 @@ class NpyLibrary(Mapping[str, NpyReader]):
                 "bytes": self._cached_bytes,
                 "budget": self.cache_bytes,
                 "headers": len(self._readers),
+                "open_files": self.open_files,
             }
 
     def clear_cache(self) -> None:
@@ -264,8 +329,12 @@ class NpyLibrary(Mapping[str, NpyReader]):
 
 
 def _rebuild(
-    source: Any, cache_bytes: int, pattern: str, headers: dict[str, tuple[str, NpyHeader]]
+    source: Any,
+    cache_bytes: int,
+    pattern: str,
+    headers: dict[str, tuple[str, NpyHeader]],
+    max_open_files: int = 0,
 ) -> NpyLibrary:
-    lib = NpyLibrary(source, cache_bytes=cache_bytes, pattern=pattern)
-    lib._readers.update({k: NpyReader(p, h) for k, (p, h) in headers.items()})
+    lib = NpyLibrary(source, cache_bytes=cache_bytes, pattern=pattern, max_open_files=max_open_files)
+    lib._readers.update({k: NpyReader(p, h, pool=lib._pool) for k, (p, h) in headers.items()})
     return lib

@@ -1,12 +1,14 @@
 """Positional reads of rows and flat slices of one ``.npy`` file, holding no file descriptor.
 
-Every read opens the file, reads with ``os.preadv`` straight into the destination array and closes
-the file again: a reader is a path plus a parsed header (about 300 bytes), so a program can hold
-readers for any number of files without meeting the open-files limit (``ulimit -n``) or the
-address-space limit that a dict of ``np.load(mmap_mode="r")`` memmaps meets. On Linux the three
-system calls cost a few microseconds when the page cache is hot. A pool of open descriptors would
-save about 3 us per read (measured in ``benchmarks/bench_npy.py``) at the price of descriptors
-held between calls; this module keeps none.
+Every read opens the file, reads with ``pread`` straight into the destination array and closes
+the file again, in one C call (``chunkmap/npy/_pread.c``; :mod:`chunkmap.npy._io` has the Python
+twin): a reader is a path plus a parsed header (about 300 bytes), so a program can hold readers
+for any number of files without meeting the open-files limit (``ulimit -n``) or the address-space
+limit that a dict of ``np.load(mmap_mode="r")`` memmaps meets. On Linux the three system calls
+cost about 5 us when the page cache is hot, ``open`` and ``close`` most of it. A reader given a
+:class:`~chunkmap.npy.fdpool.FdPool` (``NpyLibrary(..., max_open_files=N)``) reads through a
+bounded LRU pool of held descriptors instead: about 2 us for a file read recently (measured in
+``benchmarks/bench_npy.py``).
 
 What a "row" is
 ---------------
@@ -28,6 +30,8 @@ from math import prod
 import numpy as np
 
 from ..errors import MissingFileError, NpyFormatError, OptionError
+from . import _io
+from .fdpool import FdPool
 from .header import NpyHeader, read_header
 
 __all__ = ["NpyReader"]
@@ -41,12 +45,23 @@ def _open(path: str) -> int:
     try:
         return os.open(path, _FLAGS)
     except FileNotFoundError:
-        raise MissingFileError(f"no .npy file at {path!r} (was it moved or deleted?)") from None
+        raise _missing(path) from None
 
 
 def _bytes(arr: np.ndarray):
     """A writeable buffer over the bytes of a contiguous array (datetimes export no buffer)."""
     return arr if arr.dtype.kind in "biufc" else arr.reshape(-1).view(np.uint8)
+
+
+def _missing(path: str) -> MissingFileError:
+    return MissingFileError(f"no .npy file at {path!r} (was it moved or deleted?)")
+
+
+def _truncated(path: str, offset: int) -> NpyFormatError:
+    return NpyFormatError(
+        f"{path!r} is truncated: the read at byte {offset} found end of file; "
+        f"the file shrank after its header was read"
+    )
 
 
 def _pread_into(fd: int, buf, want: int, offset: int, path: str) -> None:
@@ -55,10 +70,7 @@ def _pread_into(fd: int, buf, want: int, offset: int, path: str) -> None:
     while done < want:  # rare: a signal or a huge read
         n = os.preadv(fd, [memoryview(buf).cast("B")[done:]], offset + done)
         if n == 0:
-            raise NpyFormatError(
-                f"{path!r} is truncated: the read at byte {offset + done} found end of file; "
-                f"the file shrank after its header was read"
-            )
+            raise _truncated(path, offset + done)
         done += n
 
 
@@ -71,6 +83,9 @@ class NpyReader:
         The ``.npy`` file.
     header : NpyHeader, optional
         An already parsed header (the library and unpickling pass it); read from the file otherwise.
+    pool : FdPool, optional
+        Read through this pool of held descriptors (``NpyLibrary(..., max_open_files=N)`` passes
+        its own); by default every read opens and closes the file, holding nothing.
 
     Raises
     ------
@@ -81,8 +96,8 @@ class NpyReader:
 
     Notes
     -----
-    No file descriptor is held between calls, so readers pickle as ``(path, header)`` and can be
-    sent to worker processes. Results have the file's dtype (byte order included), like
+    Without a pool no file descriptor is held between calls; readers pickle as ``(path, header)``
+    (never with their pool) and can be sent to worker processes. Results have the file's dtype (byte order included), like
     ``np.load``. ``out=`` may also have the opposite byte order; the bytes are then swapped in place.
 
     Examples
@@ -102,12 +117,24 @@ class NpyReader:
     >>> os.remove(path); os.rmdir(d)
     """
 
-    __slots__ = ("path", "header", "_row_shape", "_row_nbytes", "_c_layout", "_n", "_fast", "_data_offset")
+    __slots__ = (
+        "path", "header", "_row_shape", "_row_nbytes", "_c_layout", "_n", "_fast", "_data_offset",
+        "_bpath", "_pread", "_dtype", "pool",
+    )  # fmt: skip
 
-    def __init__(self, path: str | os.PathLike[str], header: NpyHeader | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], header: NpyHeader | None = None, *, pool: FdPool | None = None
+    ) -> None:
         self.path: str = os.fspath(path)
         self.header: NpyHeader = read_header(self.path) if header is None else header
+        if pool is not None and not isinstance(pool, FdPool):
+            raise OptionError(f"pool= must be an FdPool or None, got {type(pool).__name__}")
+        self.pool: FdPool | None = pool
+        self._bpath = os.fsencode(self.path)
+        # pread(path: bytes, buf, offset) -> bytes read: open + pread + close, or the pool's
+        self._pread = _io.pread_path if pool is None else pool.pread
         h = self.header
+        self._dtype = h.dtype
         self._c_layout = h.c_layout
         self._data_offset = h.data_offset
         self._fast = h.c_layout and h.dtype.kind in "biufc"  # these dtypes export a buffer
@@ -186,11 +213,13 @@ class NpyReader:
 
     def _read_c(self, out: np.ndarray, offset: int, swap: bool) -> np.ndarray:
         if out.nbytes:
-            fd = _open(self.path)
+            offset += self._data_offset
             try:
-                _pread_into(fd, _bytes(out), out.nbytes, self.header.data_offset + offset, self.path)
-            finally:
-                os.close(fd)
+                got = self._pread(self._bpath, _bytes(out), offset)
+            except FileNotFoundError:
+                raise _missing(self.path) from None
+            if got != out.nbytes:
+                raise _truncated(self.path, offset + got)
             if swap:
                 out.byteswap(inplace=True)
         return out
@@ -276,19 +305,16 @@ class NpyReader:
             raise IndexError(f"row {i} is out of range for {n} rows in {self.path!r}")
         if self._fast:  # the hot path: C layout, plain dtype, no out=
             if out is None:
-                out = np.empty(self._row_shape, self.header.dtype)
+                out = np.empty(self._row_shape, self._dtype)
                 nbytes = self._row_nbytes
                 if nbytes:
+                    offset = self._data_offset + i * nbytes
                     try:
-                        fd = os.open(self.path, _FLAGS)
+                        got = self._pread(self._bpath, out, offset)
                     except FileNotFoundError:
-                        fd = _open(self.path)  # raises MissingFileError
-                    try:
-                        got = os.preadv(fd, [out], self._data_offset + i * nbytes)
-                        if got != nbytes:
-                            _pread_into(fd, out, nbytes, self._data_offset + i * nbytes, self.path)
-                    finally:
-                        os.close(fd)
+                        raise _missing(self.path) from None
+                    if got != nbytes:
+                        raise _truncated(self.path, offset + got)
                 return out
         if self._c_layout:
             out, swap = self._out(out, self._row_shape)
