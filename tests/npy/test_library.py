@@ -180,7 +180,14 @@ _CHILD = textwrap.dedent(
     for key in list(nolib)[::7]:
         total += nolib.row(key, 250).size
     fds = len(os.listdir("/proc/self/fd"))
-    print("ok", len(lib), total, lib.cache_info()["bytes"] <= 64 << 20, fds)
+    pooled = NpyLibrary(folder, max_open_files=256)  # a descriptor pool, far below 10,000 files
+    for key in pooled:
+        total += pooled.row(key, 499).size + pooled.rows(key, 10, 20).size
+    for key in list(pooled)[::-7]:
+        total += pooled.row(key, 250).size
+    held = len(os.listdir("/proc/self/fd")) - fds
+    pooled.close()
+    print("ok", len(lib), total, lib.cache_info()["bytes"] <= 64 << 20, fds, held, pooled.open_files)
     """
 )
 
@@ -198,8 +205,9 @@ def test_ten_thousand_files_under_rlimit(many_files, limit):
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("memmap failed after"), lines
-    ok, n, total, bounded, fds = lines[-1].split()
+    ok, n, total, bounded, fds, held, after = lines[-1].split()
     assert (ok, int(n), bounded) == ("ok", N_FILES, "True")
-    assert int(total) == N_FILES * (90 + 900) + len(range(0, N_FILES, 7)) * 90
+    assert int(total) == 2 * (N_FILES * (90 + 900) + len(range(0, N_FILES, 7)) * 90)
     assert int(fds) < 16
+    assert (int(held), int(after)) == (256, 0)  # the pool at its bound, then released
     assert time.perf_counter() - t < 120
