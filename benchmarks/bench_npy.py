@@ -9,13 +9,19 @@ folder. Each contender builds its structure over all N files, then serves K rand
 - ``np.load each time``  -> ``np.load(path)[i]``
 - ``dict of arrays``     -> ``d[name][i]`` after loading everything (the seed's "hard cache")
 - ``dict of memmaps``    -> ``np.array(m[name][i])`` (a copy, so that the row's pages are read)
-- ``NpyLibrary``         -> ``lib.row(name, i)``, no cache: open + preadv + close
-- ``NpyLibrary+LRU``     -> the same with a 64 MiB cache of whole arrays
-- ``preadv, fd held``    -> a reference: preadv on descriptors opened beforehand (what an fd pool
-                            would cost; needs N descriptors, so only when N < ulimit -n)
+- ``NpyLibrary``         -> ``lib.row(name, i)``, no cache, no descriptor held: open + pread +
+                            close in one C call
+- ``NpyLibrary, Python I/O`` -> the same through the pure-Python fallback (os.open, os.preadv,
+                            os.close): what the C call saves
+- ``NpyLibrary pool M``  -> ``NpyLibrary(folder, max_open_files=M)``: an LRU pool of M held
+                            descriptors, M = N/4 (smaller than the working set: with uniform random
+                            accesses 3 of 4 miss) and M = N (covers it; capped at half ulimit -n)
+- ``NpyLibrary+LRU``     -> no pool, a 64 MiB cache of whole arrays
+- ``preadv, fd held``    -> a reference: os.preadv on descriptors opened beforehand, no pool logic
+                            (needs N descriptors, so only when N <= half ulimit -n)
 
 Columns: time to first row (building the structure over N files + one row), hot per-row latency
-p50/p99 and their ratio to ``np.load each time``, cold p50/p99 (a fresh structure, every file
+p50/p99 (every file read whole first, so the page cache holds them all) and their ratio to ``np.load each time``, cold p50/p99 (a fresh structure, every file
 written back and evicted with ``posix_fadvise(DONTNEED)``, plus ``/proc/sys/vm/drop_caches`` with
 ``--drop-caches``; then distinct files read once each),
 Python heap and address space per file held (tracemalloc, psutil VMS), open descriptors held.
@@ -39,7 +45,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from chunkmap.npy import NpyLibrary, RowIterator
+from chunkmap.npy import NpyLibrary, RowIterator, _io
+from chunkmap.npy.fdpool import fd_limit
 
 SHAPE = (500, 30, 3)
 
@@ -91,6 +98,14 @@ def evict(paths: list[str], drop_caches: bool = False) -> str:
         return "posix_fadvise(DONTNEED) (drop_caches not permitted)"
 
 
+def warm(paths: list[str]) -> None:
+    """Read every file whole, so that the page cache holds them all (the hot measurements)."""
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while f.read(1 << 20):
+                pass
+
+
 # -- contenders: build(folder, names) -> state ; access(state, name, i) -> row ----------------------
 def _load_build(folder, names):
     return {n: os.path.join(folder, n + ".npy") for n in names}
@@ -128,6 +143,32 @@ def _lru_build(folder, names):
     return NpyLibrary(folder, cache_bytes=64 << 20)
 
 
+class _PythonIOLibrary(NpyLibrary):
+    """A library whose readers use the pure-Python twins of the C read functions."""
+
+    def __getitem__(self, key):
+        r = self._readers.get(key)
+        if r is None:  # readers capture _io.pread_path when they are created
+            saved = _io.pread_path
+            _io.pread_path = _io.py_pread_path
+            try:
+                r = super().__getitem__(key)
+            finally:
+                _io.pread_path = saved
+        return r
+
+
+def _python_io_build(folder, names):
+    return _PythonIOLibrary(folder)
+
+
+def _pool_build(size):
+    def build(folder, names):
+        return NpyLibrary(folder, max_open_files=size)
+
+    return build
+
+
 def _fd_build(folder, names):
     return {n: os.open(os.path.join(folder, n + ".npy"), os.O_RDONLY) for n in names}
 
@@ -138,19 +179,31 @@ def _fd_access(fds, name, i, _row=int(np.prod(SHAPE[1:])) * 8):
     return out
 
 
-def _fd_close(fds):
-    for fd in fds.values():
-        os.close(fd)
+def _close(state) -> None:
+    """Release what a contender's structure holds (descriptors of the pool or of the fd dict)."""
+    if isinstance(state, NpyLibrary):
+        state.close()
+    elif isinstance(state, dict) and state and isinstance(next(iter(state.values())), int):
+        for fd in state.values():
+            os.close(fd)
 
 
-CONTENDERS: list[tuple[str, Callable, Callable]] = [
-    ("np.load each time", _load_build, _load_access),
-    ("dict of arrays", _dict_build, _dict_access),
-    ("dict of memmaps", _memmap_build, _memmap_access),
-    ("NpyLibrary", _lib_build, _lib_access),
-    ("NpyLibrary+LRU 64MiB", _lru_build, _lib_access),
-    ("preadv, fd held", _fd_build, _fd_access),
-]
+def contenders(n: int) -> list[tuple[str, Callable, Callable]]:
+    """The contenders for ``n`` files (pool sizes and the held-fd reference depend on n)."""
+    limit = fd_limit()
+    pools = sorted({min(limit, max(1, n // 4)), min(limit, n)})
+    out: list[tuple[str, Callable, Callable]] = [
+        ("np.load each time", _load_build, _load_access),
+        ("dict of arrays", _dict_build, _dict_access),
+        ("dict of memmaps", _memmap_build, _memmap_access),
+        ("NpyLibrary", _lib_build, _lib_access),
+        ("NpyLibrary, Python I/O", _python_io_build, _lib_access),
+    ]
+    out += [(f"NpyLibrary pool {m}", _pool_build(m), _lib_access) for m in pools]
+    out.append(("NpyLibrary+LRU 64MiB", _lru_build, _lib_access))
+    if n <= limit:
+        out.append(("preadv, fd held", _fd_build, _fd_access))
+    return out
 
 
 def _timed(access, state, pairs) -> np.ndarray:
@@ -169,8 +222,7 @@ def measure(label, build, access, folder, names, paths, hot_pairs, cold_pairs, c
     state = build(folder, names)
     access(state, names[len(names) // 2], 0)
     first = (time.perf_counter_ns() - t) / 1e6
-    if label == "preadv, fd held":
-        _fd_close(state)
+    _close(state)
     del state
     gc.collect()
     fds0, vms0 = open_fds(), vms()
@@ -185,14 +237,14 @@ def measure(label, build, access, folder, names, paths, hot_pairs, cold_pairs, c
     held_fds = open_fds() - fds0
     if label.startswith("NpyLibrary+LRU"):
         heap = float("nan")  # the cache holds whole arrays by design: not "nothing cached"
+    warm(paths)  # an earlier contender's cold phase evicted the files
     _timed(access, state, hot_pairs[: len(hot_pairs) // 10])  # warm-up
     hot = _timed(access, state, hot_pairs) / 1e3
     cold = None
     if cold_ok and label != "dict of arrays":
         # a fresh structure (mapped pages of the old memmaps would survive eviction), headers
         # read, then every file evicted: each timed access reads the disk
-        if label == "preadv, fd held":
-            _fd_close(state)
+        _close(state)
         del state
         state = build(folder, names)
         if isinstance(state, NpyLibrary):
@@ -200,8 +252,7 @@ def measure(label, build, access, folder, names, paths, hot_pairs, cold_pairs, c
                 state.header(name)
         evict(paths, drop)
         cold = _timed(access, state, cold_pairs) / 1e3
-    if label == "preadv, fd held":
-        _fd_close(state)
+    _close(state)
     del state
     return {
         "method": label,
@@ -256,12 +307,12 @@ def report(results: list[dict], it: dict, n: int, k: int, how: str) -> str:
     lines = [
         f"{n} files of shape {SHAPE} float64, {k} random row accesses; cold = {how}",
         "",
-        f"{'method':22} {'1st row ms':>10} {'p50 us':>8} {'p99 us':>8} {'x np.load':>9} "
+        f"{'method':24} {'1st row ms':>10} {'p50 us':>8} {'p99 us':>8} {'x np.load':>9} "
         f"{'cold p50':>9} {'cold p99':>9} {'heap B/file':>11} {'VM B/file':>10} {'fds':>5}",
     ]
     for r in results:
         lines.append(
-            f"{r['method']:22} {_fmt(r['first_row_ms'], '.2f'):>10} {_fmt(r['hot_p50_us']):>8} "
+            f"{r['method']:24} {_fmt(r['first_row_ms'], '.2f'):>10} {_fmt(r['hot_p50_us']):>8} "
             f"{_fmt(r['hot_p99_us']):>8} {ref['hot_p50_us'] / r['hot_p50_us']:>8.1f}x "
             f"{_fmt(r['cold_p50_us']):>9} {_fmt(r['cold_p99_us']):>9} {_fmt(r['heap_per_file_B'], '.0f'):>11} "
             f"{_fmt(r['vms_per_file_B'], '.0f'):>10} {r['fds_held']:>5}"
@@ -298,9 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
         cold = [(x, rng.randrange(SHAPE[0])) for x in rng.sample(names, min(n, 200 if args.quick else 1000))]
         how = "not measured" if args.no_cold else evict(paths[:1], args.drop_caches)
         results = []
-        for label, build, access in CONTENDERS:
-            if label == "preadv, fd held" and n > 900:
-                continue
+        for label, build, access in contenders(n):
             results.append(
                 measure(label, build, access, folder, names, paths, hot, cold, not args.no_cold, args.drop_caches)
             )
@@ -308,7 +357,14 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(report(results, it, n, k, how))
-    out = {"files": n, "accesses": k, "cold": how, "results": results, "iterator": it}
+    out = {
+        "files": n,
+        "accesses": k,
+        "cold": how,
+        "io": _io.IMPLEMENTATION,
+        "results": results,
+        "iterator": it,
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -6,6 +6,13 @@
  *       ends, close; returns the number of bytes read (fewer than len(buf) only at end of file).
  *   pread_fd(fd: int, buf, offset: int) -> int
  *       pread on a descriptor the caller holds, until buf is full or the file ends.
+ *   pool_read(table, path: bytes, buf, offset: int) -> int | None
+ *       the hit path of chunkmap.npy.fdpool.FdPool: look path up in the OrderedDict table of
+ *       entries [fd, users, evicted], move it to the end, count one more user, pread with the GIL
+ *       released, count one user fewer and close the descriptor if it was evicted meanwhile;
+ *       None when path is not in table.
+ *   entry_evict(entry) -> None
+ *       close an entry's descriptor, or mark it for its last reader if a read uses it.
  *
  * chunkmap/npy/_io.py implements exactly the same contract in Python (os.open, os.preadv,
  * os.close); the tests run both.  buf is any writable C-contiguous buffer (a numpy array, a
@@ -151,7 +158,128 @@ static PyObject *pread_fd(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return PyLong_FromSsize_t(got);
 }
 
+/* Entries of an FdPool table are lists [fd, users, evicted]. Every change to an entry happens
+   inside one of the functions below, with the GIL held and no Python code run, so each is atomic
+   with respect to other threads (the module does not declare free-threading support, so a
+   free-threaded interpreter keeps the GIL on for it). */
+static PyObject *s_move_to_end = NULL;
+
+static int entry_fields(PyObject *entry, long *fd, long *users, int *evicted)
+{
+    if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 3) {
+        PyErr_SetString(PyExc_TypeError, "pool entry must be a list [fd, users, evicted]");
+        return -1;
+    }
+    *fd = PyLong_AsLong(PyList_GET_ITEM(entry, 0));
+    if (*fd == -1 && PyErr_Occurred())
+        return -1;
+    *users = PyLong_AsLong(PyList_GET_ITEM(entry, 1));
+    if (*users == -1 && PyErr_Occurred())
+        return -1;
+    *evicted = PyObject_IsTrue(PyList_GET_ITEM(entry, 2));
+    return *evicted < 0 ? -1 : 0;
+}
+
+static int entry_set(PyObject *entry, Py_ssize_t i, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    PyList_SetItem(entry, i, value); /* steals value, releases the old item */
+    return 0;
+}
+
+/* Close an entry's descriptor now if no read uses it, else mark it for its last reader. */
+static int evict_entry(PyObject *entry)
+{
+    long fd, users;
+    int evicted;
+    if (entry_fields(entry, &fd, &users, &evicted) < 0)
+        return -1;
+    if (users > 0) {
+        Py_INCREF(Py_True);
+        return entry_set(entry, 2, Py_True);
+    }
+    if (fd >= 0) {
+        close((int)fd);
+        return entry_set(entry, 0, PyLong_FromLong(-1));
+    }
+    return 0;
+}
+
+static PyObject *entry_evict(PyObject *self, PyObject *entry)
+{
+    if (evict_entry(entry) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *pool_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "pool_read() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *table = args[0], *path = args[1];
+    if (!PyDict_Check(table)) {
+        PyErr_SetString(PyExc_TypeError, "pool_read(): table must be an OrderedDict");
+        return NULL;
+    }
+    Py_buffer view;
+    long long offset;
+    /* the buffer first: from the lookup to the user count no Python code may run */
+    if (get_args(args + 1, 3, "pool_read", &view, &offset) < 0)
+        return NULL;
+    PyObject *entry = PyDict_GetItemWithError(table, path); /* borrowed */
+    long fd, users;
+    int evicted;
+    if (entry == NULL || entry_fields(entry, &fd, &users, &evicted) < 0 || fd < 0) {
+        PyBuffer_Release(&view);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(entry); /* the table may drop it while the GIL is released */
+    PyObject *r = PyObject_CallMethodOneArg(table, s_move_to_end, path);
+    if (r == NULL || entry_set(entry, 1, PyLong_FromLong(users + 1)) < 0) {
+        Py_XDECREF(r);
+        Py_DECREF(entry);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_ssize_t got;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    got = fill((int)fd, (char *)view.buf, view.len, offset);
+    if (got < 0)
+        err = errno;
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    /* release: one user fewer; the last reader of an evicted entry closes it */
+    int bad = entry_fields(entry, &fd, &users, &evicted) < 0
+              || entry_set(entry, 1, PyLong_FromLong(users - 1)) < 0;
+    if (!bad && users - 1 == 0 && evicted && fd >= 0) {
+        close((int)fd);
+        bad = entry_set(entry, 0, PyLong_FromLong(-1)) < 0;
+    }
+    Py_DECREF(entry);
+    if (bad)
+        return NULL;
+    if (got < 0) {
+        errno = err;
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    }
+    return PyLong_FromSsize_t(got);
+}
+
 static PyMethodDef methods[] = {
+    {"pool_read", (PyCFunction)(void (*)(void))pool_read, METH_FASTCALL,
+     "pool_read(table, path: bytes, buf, offset: int) -> int | None\n\nRead through the pooled "
+     "descriptor of path (table: OrderedDict path -> [fd, users, evicted], moved to the end); "
+     "None when path has no descriptor in table."},
+    {"entry_evict", (PyCFunction)entry_evict, METH_O,
+     "entry_evict(entry) -> None\n\nClose the entry's descriptor now if no read uses it, else "
+     "mark it so that its last reader closes it."},
     {"pread_path", (PyCFunction)(void (*)(void))pread_path, METH_FASTCALL,
      "pread_path(path: bytes, buf, offset: int) -> int\n\nOpen path, read len(buf) bytes at offset "
      "into buf (fewer only at end of file), close; return the number of bytes read."},
@@ -169,5 +297,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__pread(void)
 {
+    s_move_to_end = PyUnicode_InternFromString("move_to_end");
+    if (s_move_to_end == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }

@@ -67,19 +67,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _close_all(table: dict, pid: int) -> None:
-    """Close the idle descriptors of ``table`` (busy ones are marked, closed by their reader)."""
-    if os.getpid() != pid:  # an inherited table: not ours to close (the hook resets it)
+def _close_all(table: OrderedDict, pid: int, evict) -> None:
+    """Empty ``table`` and close its idle descriptors (busy ones close when their read ends)."""
+    if os.getpid() != pid:  # an inherited table: not ours to close (the at-fork hook resets it)
         return
-    for entry in list(table.values()):
-        if entry[1] == 0:
-            try:
-                os.close(entry[0])
-            except OSError:
-                pass
-        else:
-            entry[2] = True
-    table.clear()
+    entries = list(table.values())
+    table.clear()  # first out of the table, so that no new read finds them
+    for entry in entries:
+        evict(entry)
 
 
 class FdPool:
@@ -98,7 +93,10 @@ class FdPool:
     Notes
     -----
     :meth:`pread` has the contract of :func:`chunkmap.npy._io.pread_path`, so a reader can use
-    either. Each table entry is ``[fd, readers in flight, evicted]``.
+    either. The table is an ``OrderedDict`` path -> ``[fd, readers in flight, evicted]``, least
+    recently used first. A hit is one C call (``_pread.pool_read``: look up, move to the end, count
+    the reader, ``pread`` without the GIL, uncount, close if evicted meanwhile), atomic under the
+    GIL; a miss opens the file under the pool's lock and evicts beyond the bound.
 
     Examples
     --------
@@ -125,15 +123,16 @@ class FdPool:
                 f"at most {limit}; pass a smaller pool, or raise the limit first"
             )
         self.max_open = max_open
-        self._pread_fd = _io.pread_fd
+        self._bound = min(max_open, limit)
         self._pread_path = _io.pread_path
+        self._pool_read = _io.pool_read
+        self._evict = _io.entry_evict
         self._open = _io.open_ro
-        self._lock = threading.Lock()
-        self._fds: OrderedDict[bytes, list] | None = OrderedDict()  # path -> [fd, users, evicted], oldest first
+        self._lock = threading.Lock()  # serialises misses and close; hits go without it
+        self._fds: OrderedDict[bytes, list] | None = OrderedDict()  # path -> [fd, users, evicted]
         self._pid = os.getpid()
         self.misses = 0  # descriptors opened
-        self._bound = min(max_open, limit)
-        self._finalizer = weakref.finalize(self, _close_all, self._fds, self._pid)
+        self._finalizer = weakref.finalize(self, _close_all, self._fds, self._pid, self._evict)
         _POOLS.add(self)
 
     def __repr__(self) -> str:
@@ -157,51 +156,33 @@ class FdPool:
         """True after :meth:`close`."""
         return self._fds is None
 
-    def _open_entry(self, path: bytes) -> list | None:
-        """Open ``path`` into the table with one user; None: read without a pooled descriptor."""
-        with self._lock:
-            if self._fds is not None and len(self._fds) < self._bound:
-                grow = True  # growing: re-derive the bound (ulimit -n may have dropped)
-            else:
-                grow = False
-        if grow:
-            self._bound = min(self.max_open, fd_limit())
-        if self._bound < 1:
-            return None
-        try:
-            fd = self._open(path)
-        except OSError as e:
-            if e.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
-            self._shed()  # out of descriptors: give ours back and read without one
-            return None
+    def _insert(self, path: bytes) -> bool:
+        """Open ``path`` into the table (evicting the least recently used descriptors beyond the
+        bound); False: read without a pooled descriptor."""
         with self._lock:
             fds = self._fds
             if fds is None:
-                os.close(fd)
                 raise ClosedError("this NpyLibrary (or FdPool) is closed; its descriptors were released")
-            entry = fds.get(path)
-            if entry is not None:  # another thread opened it meanwhile
-                os.close(fd)
-                fds.move_to_end(path)
-                entry[1] += 1
-                return entry
+            if path in fds:  # another thread opened it meanwhile
+                return True
+            if len(fds) < self._bound or self._bound < self.max_open:
+                # growing: re-derive the bound (ulimit -n may have changed since)
+                self._bound = min(self.max_open, fd_limit())
+            if self._bound < 1:
+                return False
+            try:
+                fd = self._open(path)
+            except OSError as e:
+                if e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                _close_all(fds, self._pid, self._evict)  # out of descriptors: give ours back
+                return False
             self.misses += 1
-            entry = [fd, 1, False]
-            fds[path] = entry
+            fds[path] = [fd, 0, False]
             while len(fds) > self._bound:
                 _, old = fds.popitem(last=False)
-                if old[1]:
-                    old[2] = True  # busy: its last reader closes it
-                else:
-                    os.close(old[0])
-            return entry
-
-    def _shed(self) -> None:
-        with self._lock:
-            if self._fds is not None:
-                _close_all(self._fds, self._pid)
-                self._bound = min(self.max_open, fd_limit())
+                self._evict(old)  # closed now, or by its last reader if a read uses it
+            return True
 
     def pread(self, path: bytes, buf, offset: int) -> int:
         """Read ``len(buf)`` bytes at ``offset`` of ``path`` into ``buf`` through a pooled descriptor.
@@ -227,27 +208,21 @@ class FdPool:
         OSError
             As ``open`` or ``pread`` raise it (``FileNotFoundError`` for a missing file).
         """
-        lock = self._lock
-        with lock:
+        fds = self._fds
+        if fds is not None:
+            got = self._pool_read(fds, path, buf, offset)  # the hit path: one call
+            if got is not None:
+                return got
+        for _ in range(3):  # a miss: open into the pool, then read through it
+            if not self._insert(path):
+                break
             fds = self._fds
             if fds is None:
                 raise ClosedError("this NpyLibrary (or FdPool) is closed; its descriptors were released")
-            entry = fds.get(path)
-            if entry is not None:
-                fds.move_to_end(path)
-                entry[1] += 1
-        if entry is None:
-            entry = self._open_entry(path)
-            if entry is None:
-                return self._pread_path(path, buf, offset)
-            lock = self._lock
-        try:
-            return self._pread_fd(entry[0], buf, offset)
-        finally:
-            with lock:
-                entry[1] -= 1
-                if entry[2] and not entry[1]:
-                    os.close(entry[0])
+            got = self._pool_read(fds, path, buf, offset)
+            if got is not None:
+                return got  # (None: other threads evicted it already; a tiny pool under load)
+        return self._pread_path(path, buf, offset)
 
     def close(self) -> None:
         """Close every descriptor (one in use closes when its read ends); later reads raise
@@ -255,7 +230,7 @@ class FdPool:
         with self._lock:
             fds, self._fds = self._fds, None
             if fds is not None:
-                _close_all(fds, self._pid)
+                _close_all(fds, self._pid, self._evict)
         self._finalizer.detach()
 
     def _reset_in_child(self) -> None:
@@ -264,12 +239,14 @@ class FdPool:
         fds = self._fds
         if fds is not None:
             for entry in fds.values():
-                try:
-                    os.close(entry[0])  # the child's copy; the parent's stays open
-                except OSError:
-                    pass
-            fds.clear()  # the finaliser holds this same dict
+                if entry[0] >= 0:
+                    try:
+                        os.close(entry[0])  # the child's copy; the parent's stays open
+                    except OSError:
+                        pass
+                    entry[0] = -1
+            fds.clear()  # the finaliser holds this same table
         self._pid = os.getpid()
         self._finalizer.detach()
         if fds is not None:
-            self._finalizer = weakref.finalize(self, _close_all, fds, self._pid)
+            self._finalizer = weakref.finalize(self, _close_all, fds, self._pid, self._evict)

@@ -27,12 +27,9 @@ IMPLS = ["c", "python"] if _io.c_pread_path is not None else ["python"]
 @pytest.fixture(params=IMPLS)
 def impl(request, monkeypatch):
     """Run the test with the C functions, then with their Python twins (captured at construction)."""
-    if request.param == "python":
-        monkeypatch.setattr(_io, "pread_path", _io.py_pread_path)
-        monkeypatch.setattr(_io, "pread_fd", _io.py_pread_fd)
-    else:
-        monkeypatch.setattr(_io, "pread_path", _io.c_pread_path)
-        monkeypatch.setattr(_io, "pread_fd", _io.c_pread_fd)
+    for name in ("pread_path", "pread_fd", "pool_read", "entry_evict"):
+        prefix = "py_" if request.param == "python" else "c_"
+        monkeypatch.setattr(_io, name, getattr(_io, prefix + name))
     return request.param
 
 
@@ -261,12 +258,15 @@ def test_pickles_without_descriptors(folder, fd_count):
         assert "max_open_files=3" in repr(lib)
 
 
-def test_busy_descriptor_is_closed_by_its_last_reader(tmp_path, fd_count):
-    """A descriptor evicted while a read uses it stays open until that read ends."""
+def test_busy_descriptor_is_closed_by_its_last_reader(tmp_path, fd_count, monkeypatch):
+    """A descriptor evicted while a read uses it stays open until that read ends (Python twin:
+    the eviction happens inside the read)."""
     for name in "abc":
         (tmp_path / name).write_bytes(name.encode() * 16)
+    monkeypatch.setattr(_io, "pool_read", _io.py_pool_read)
+    monkeypatch.setattr(_io, "entry_evict", _io.py_entry_evict)
     pool = FdPool(1)
-    real = pool._pread_fd
+    real = _io._fill
     seen = {}
 
     def slow(fd, buf, offset):
@@ -278,7 +278,7 @@ def test_busy_descriptor_is_closed_by_its_last_reader(tmp_path, fd_count):
             seen["evicted_open"] = True
         return real(fd, buf, offset)
 
-    pool._pread_fd = slow
+    monkeypatch.setattr(_io, "_fill", slow)
     n0 = fd_count()
     buf = bytearray(4)
     assert pool.pread(os.fsencode(tmp_path / "a"), buf, 3) == 4 and bytes(buf) == b"aaaa"
@@ -289,6 +289,44 @@ def test_busy_descriptor_is_closed_by_its_last_reader(tmp_path, fd_count):
     assert fd_count() == n0 and pool.closed
     with pytest.raises(ClosedError):
         pool.pread(os.fsencode(tmp_path / "a"), buf, 0)
+
+
+@pytest.mark.parametrize("which", IMPLS)
+def test_entry_functions(tmp_path, fd_count, which):
+    """pool_read / entry_evict: idle entries close at eviction, busy ones at their last read."""
+    from collections import OrderedDict
+
+    pool_read = _io.c_pool_read if which == "c" else _io.py_pool_read
+    evict = _io.c_entry_evict if which == "c" else _io.py_entry_evict
+    p = tmp_path / "f"
+    p.write_bytes(bytes(range(50)))
+    bp = os.fsencode(p)
+    n0 = fd_count()
+    idle = [os.open(p, os.O_RDONLY), 0, False]
+    table = OrderedDict([(b"other", [-1, 0, False]), (bp, idle)])
+    buf = bytearray(5)
+    assert pool_read(table, bp, buf, 10) == 5 and bytes(buf) == bytes(range(10, 15))
+    assert list(table) == [b"other", bp] and idle[1:] == [0, False]
+    table.move_to_end(b"other")
+    assert pool_read(table, bp, buf, 48) == 2 and list(table) == [b"other", bp]  # moved to the end
+    assert pool_read(table, b"missing", buf, 0) is None
+    assert pool_read(table, b"other", buf, 0) is None  # a closed entry is a miss
+    with pytest.raises(ValueError):
+        pool_read(table, bp, buf, -1)
+    evict(idle)
+    assert idle[0] == -1 and fd_count() == n0
+    busy = [os.open(p, os.O_RDONLY), 1, False]  # as if a read were in flight
+    evict(busy)
+    assert busy[0] >= 0 and busy[1:] == [1, True] and fd_count() == n0 + 1
+    busy[1] = 0  # that read's end, replayed by one more read through it
+    assert pool_read(OrderedDict([(bp, busy)]), bp, buf, 0) == 5
+    assert busy[0] == -1 and fd_count() == n0  # its last reader closed it
+    bad = OrderedDict([(bp, [os.open(p, os.O_RDONLY), 0, False])])
+    fd = bad[bp][0]
+    os.close(fd)
+    with pytest.raises(OSError):
+        pool_read(bad, bp, buf, 0)  # EBADF surfaces, and the user count is restored
+    assert bad[bp][1] == 0
 
 
 def test_threads_share_a_small_pool(folder, fd_count, impl):
@@ -325,6 +363,7 @@ _FORK = textwrap.dedent(
     from chunkmap.npy import NpyLibrary, _io
     if sys.argv[2] == "python":
         _io.pread_path, _io.pread_fd = _io.py_pread_path, _io.py_pread_fd
+        _io.pool_read, _io.entry_evict = _io.py_pool_read, _io.py_entry_evict
     folder = sys.argv[1]
     def nfds():
         return len(os.listdir("/proc/self/fd"))
