@@ -32,13 +32,17 @@ import numpy as np
 
 from . import codec
 from .errors import CodecError, OptionError
+from .failures import FailureRecords
 from .kernel import ChunkOutput, Evaluation
 from .npy import NpyReader
 from .source import ArraySource
 
 __all__ = ["ChunkStore", "DirectoryStore", "Checkpoint", "open_store", "fingerprint"]
 
-RECORD_MAGIC = b"chunkmap-chunk-1\n"
+RECORD_MAGIC = b"chunkmap-chunk-2\n"
+#: arrays in a record: flat indices, statuses, values and the failure columns (positions, type
+#: codes, type names as JSON, message text, message ends)
+RECORD_PARTS = 8
 LENGTH = struct.Struct("<Q")
 #: bytes hashed per step when fingerprinting an input (bounds the temporary copy of a strided one)
 HASH_BLOCK = 1 << 24
@@ -140,8 +144,8 @@ def fingerprint(
         else:
             _hash_array(digest, array)
     if source.valid is not None:
-        add("valid", b"")
-        _hash_array(digest, source.valid)
+        add("valid", str(source.valid.size).encode())
+        _hash_array(digest, source.valid.bits)
     return digest.hexdigest()
 
 
@@ -221,8 +225,10 @@ def encode_record(output: ChunkOutput) -> bytes:
             "checkpoint= stores results as numeric arrays, and func returned objects "
             "(str, None, ...) that only pickle could store; return numbers, or run without checkpoint="
         )
-    failures = json.dumps(evaluation.failures).encode()
-    parts = [output.flat_index, evaluation.status, evaluation.values, np.frombuffer(failures, np.uint8)]
+    failures = evaluation.failures
+    type_names = json.dumps(failures.type_names).encode()
+    parts = [output.flat_index, evaluation.status, evaluation.values, failures.positions, failures.type_codes,
+             np.frombuffer(type_names, np.uint8), np.frombuffer(failures.text, np.uint8), failures.text_ends]
     buffer = io.BytesIO()
     buffer.write(RECORD_MAGIC)
     for part in parts:
@@ -237,7 +243,7 @@ def decode_record(index: int, data: bytes) -> ChunkOutput:
     if not data.startswith(RECORD_MAGIC):
         raise CodecError("not a chunkmap checkpoint record")
     view, offset, parts = memoryview(data), len(RECORD_MAGIC), []
-    for _ in range(4):
+    for _ in range(RECORD_PARTS):
         if offset + LENGTH.size > len(view):
             raise CodecError("truncated checkpoint record")
         (length,) = LENGTH.unpack_from(view, offset)
@@ -246,6 +252,7 @@ def decode_record(index: int, data: bytes) -> ChunkOutput:
         offset += length
     if offset != len(view):
         raise CodecError("trailing bytes after a checkpoint record")
-    flat_index, status, values, failures = parts
-    entries = [tuple(entry) for entry in json.loads(failures.tobytes())]
-    return ChunkOutput(index, flat_index.copy(), Evaluation(status.copy(), values.copy(), entries))
+    flat_index, status, values, positions, type_codes, type_names, text, text_ends = parts
+    failures = FailureRecords(positions.copy(), type_codes.copy(), tuple(json.loads(type_names.tobytes())),
+                              text.tobytes(), text_ends.copy())
+    return ChunkOutput(index, flat_index.copy(), Evaluation(status.copy(), values.copy(), failures))

@@ -20,6 +20,7 @@ import cloudpickle
 import numpy as np
 
 from .errors import ChunkmapError
+from .failures import FailureRecords
 from .kernel import CRASH, TIMEOUT, ElementFailure, Evaluation
 from .transport import GatheredInputs, SourceInputs
 from .workers import WorkerDied, WorkerHung, WorkerPool, describe_exit, exit_name
@@ -122,4 +123,5 @@ def evaluate_isolated(
 
 def failure(status: int, name: str, message: str) -> Evaluation:
     """The evaluation of one element that failed with ``status``."""
-    return Evaluation(np.array([status], np.uint8), np.empty(0, np.float64), [(0, name, message)])
+    return Evaluation(np.array([status], np.uint8), np.empty(0, np.float64),
+                      FailureRecords.from_tuples([(0, name, message)]))

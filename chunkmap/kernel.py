@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import ElementError
+from .failures import FailureRecords
 from .loop import run_to_end
 from .source import Source
 
@@ -54,13 +55,14 @@ class Evaluation:
         :data:`COMPUTED`, :data:`EXCEPTION`, :data:`CRASH` or :data:`TIMEOUT` per element.
     values : ndarray
         The values of the computed elements, in order (one per ``COMPUTED`` status).
-    failures : list of (position, type, message)
-        One entry per failing element, in order; its kind is its status.
+    failures : FailureRecords
+        One record per failing element (position, exception type, message), in order; its kind
+        is its status.
     """
 
     status: np.ndarray
     values: np.ndarray
-    failures: list[tuple[int, str, str]] = field(default_factory=list)
+    failures: FailureRecords = field(default_factory=FailureRecords.empty)
 
     @classmethod
     def join(cls, parts: Sequence[tuple[int, Evaluation]], length: int) -> Evaluation:
@@ -69,12 +71,11 @@ class Evaluation:
             return parts[0][1]  # the usual case: the chunk in one piece
         parts = sorted(parts, key=lambda part: part[0])
         status = np.empty(length, np.uint8)
-        failures = []
         for offset, part in parts:
             status[offset : offset + len(part.status)] = part.status
-            failures.extend((offset + position, name, message) for position, name, message in part.failures)
         with_values = [part.values for _, part in parts if len(part.values)]
         values = np.concatenate(with_values) if with_values else np.empty(0, np.float64)
+        failures = FailureRecords.concat([part.failures for _, part in parts], [offset for offset, _ in parts])
         return cls(status, values, failures)
 
 
@@ -123,7 +124,7 @@ def evaluate_columns(
     --------
     >>> result = evaluate_columns(lambda a, b: b / a, [np.array([1.0, 0.0, 4.0]), np.array([2.0, 2.0, 2.0])],
     ...                           skip=ZeroDivisionError)
-    >>> result.values.tolist(), result.status.tolist(), result.failures
+    >>> result.values.tolist(), result.status.tolist(), list(result.failures)
     ([2.0, 0.5], [0, 1, 0], [(1, 'ZeroDivisionError', 'float division by zero')])
     """
     call = functools.partial(func, **kwargs) if kwargs else func
@@ -134,7 +135,7 @@ def evaluate_columns(
         position, exc = error
         inputs = tuple(column[position].item() for column in columns)
         raise ElementFailure(position, inputs, type(exc).__name__, _message(exc)) from exc
-    return Evaluation(status, values, failures)
+    return Evaluation(status, values, FailureRecords.from_tuples(failures))
 
 
 def _loopable(column: np.ndarray) -> np.ndarray:
@@ -184,7 +185,7 @@ def evaluate(
     >>> from chunkmap.source import ArraySource
     >>> source = ArraySource((np.array([1.0, 2.0, 0.0]), np.array([4.0, 4.0, 4.0])), (3,))
     >>> output = evaluate(0, 0, 3, source, lambda a, b: b / a, skip=ZeroDivisionError)
-    >>> output.evaluation.values.tolist(), output.evaluation.failures
+    >>> output.evaluation.values.tolist(), list(output.evaluation.failures)
     ([4.0, 2.0], [(2, 'ZeroDivisionError', 'float division by zero')])
     """
     flat_index, columns = source.gather(start, stop)

@@ -1,95 +1,82 @@
 """Collect chunk outputs, in any order, into the arrays of a :class:`~chunkmap.result.Result`.
 
 numpy only. The arrays are allocated once, one slot per unmasked element (a chunk's slots are
-known before it runs), and each chunk's coordinates and values are written into its slots as it
+known before it runs), and each chunk's flat indices and values are written into its slots as it
 completes: nothing grows during a run, and no list of per-chunk results is kept to concatenate
-at the end. Slots of failed elements are squeezed out when the result is built.
+at the end. When the result is built, slots of failed elements are squeezed out in place and
+the coordinates are unravelled into the flat indices' memory, so the peak is the result itself
+(its coordinates, values and packed failures) plus one coordinate array's worth of flat indices.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from .failures import FailureRecords
 from .kernel import COMPUTED, KINDS, ChunkOutput
 from .plan import Chunk
 from .result import Failures, Result
 
-__all__ = ["Outputs", "compact"]
+__all__ = ["Outputs", "compact_pair", "unravel_in_place"]
 
 #: elements moved per step of an in-place compaction (bounds its temporary copy)
 COMPACT_BLOCK = 1 << 20
 
 
-def compact(array: np.ndarray, keep: np.ndarray, block: int = COMPACT_BLOCK) -> np.ndarray:
-    """``array[keep]`` computed in place, block by block: a view on ``array``'s memory.
-
-    Unlike ``array[keep]``, it never holds a second copy of a large array, only one block.
-
-    Examples
-    --------
-    >>> compact(np.arange(6), np.array([1, 0, 1, 1, 0, 1], bool)).tolist()
-    [0, 2, 3, 5]
-    """
-    if keep.all():
-        return array
-    written = 0
-    for start in range(0, len(array), block):
-        kept = array[start : start + block][keep[start : start + block]]
-        array[written : written + len(kept)] = kept  # written <= start: nothing unread is overwritten
-        written += len(kept)
-    return array[:written]
-
-
 class Outputs:
     """The growing result of a run.
 
+    Each slot holds the flat index of its element (-1 once the element failed) and, when it
+    was computed, its value; the coordinates are derived from the flat indices once, at the end,
+    in the memory of the flat indices themselves.
+
     Examples
     --------
+    >>> from chunkmap.failures import FailureRecords
     >>> from chunkmap.kernel import Evaluation
     >>> outputs = Outputs((2, 3), [Chunk(0, 0, 3, 2), Chunk(1, 3, 6, 2)])
     >>> outputs.add(ChunkOutput(1, np.array([4, 5]), Evaluation(np.array([0, 1], np.uint8),
-    ...             np.array([7.5]), [(1, "ValueError", "bad")])))
+    ...             np.array([7.5]), FailureRecords.from_tuples([(1, "ValueError", "bad")]))))
     >>> outputs.add(ChunkOutput(0, np.array([0, 2]), Evaluation(np.zeros(2, np.uint8), np.array([1, 2]))))
     >>> result = outputs.result()
-    >>> [axis.tolist() for axis in result.coords], result.values.tolist(), len(result.failures)
-    ([[0, 0, 1], [0, 2, 1]], [1.0, 2.0, 7.5], 1)
+    >>> [axis.tolist() for axis in result.coords], result.values.tolist(), list(result.failures)
+    ([[0, 0, 1], [0, 2, 1]], [1.0, 2.0, 7.5], [Failure(coords=(1, 2), kind='exception', type='ValueError', message='bad')])
     """
 
     def __init__(self, shape: tuple[int, ...], chunks: Sequence[Chunk]) -> None:
         self.shape = shape
         sizes = np.array([chunk.size for chunk in chunks], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        slots = int(self.offsets[-1])
-        self.coords = tuple(np.empty(slots, np.intp) for _ in shape)
+        self.flat_index = np.empty(int(self.offsets[-1]), np.int64)
         self.values: np.ndarray | None = None
-        self.computed = np.zeros(slots, bool)
         self.completed = np.zeros(len(chunks), bool)
-        self._failures: dict[int, tuple[np.ndarray, list[str], list[str], list[str]]] = {}
+        self._failures: dict[int, tuple[FailureRecords, np.ndarray]] = {}
         self._lock = threading.Lock()
 
     def add(self, output: ChunkOutput) -> None:
         """Write one chunk's output into its slots (thread-safe)."""
         evaluation = output.evaluation
-        computed = np.flatnonzero(evaluation.status == COMPUTED)
-        slots = self.offsets[output.index] + computed
-        coords = np.unravel_index(output.flat_index[computed], self.shape) if self.shape else ()
+        first = int(self.offsets[output.index])
+        computed = evaluation.status == COMPUTED
+        failures = evaluation.failures
         with self._lock:
-            self._ensure_dtype(evaluation.values.dtype, len(computed))
-            for axis, values in zip(self.coords, coords):
-                axis[slots] = values
-            if len(computed):
-                self.values[slots] = evaluation.values
-            self.computed[slots] = True
-            if evaluation.failures:
-                positions = np.array([position for position, _, _ in evaluation.failures], np.int64)
+            self._ensure_dtype(evaluation.values.dtype, len(evaluation.values))
+            slots = self.flat_index[first : first + len(computed)]
+            slots[:] = output.flat_index
+            if len(evaluation.values):
+                self.values[first : first + len(computed)][computed] = evaluation.values
+            if len(failures):
+                slots[~computed] = -1
+                positions = failures.positions
                 self._failures[output.index] = (
-                    output.flat_index[positions],
-                    [KINDS[status] for status in evaluation.status[positions].tolist()],
-                    [name for _, name, _ in evaluation.failures],
-                    [message for _, _, message in evaluation.failures],
+                    FailureRecords(output.flat_index[positions], failures.type_codes, failures.type_names,
+                                   failures.text, failures.text_ends),
+                    evaluation.status[positions],
                 )
             self.completed[output.index] = True
 
@@ -97,21 +84,93 @@ class Outputs:
         if count == 0:
             return
         if self.values is None:
-            self.values = np.empty(len(self.computed), dtype)
+            self.values = np.empty(len(self.flat_index), dtype)
         elif np.result_type(self.values.dtype, dtype) != self.values.dtype:
             self.values = self.values.astype(np.result_type(self.values.dtype, dtype))
 
     def result(self) -> Result:
-        """The :class:`Result` of everything added (failures in C order, failed slots removed)."""
-        values = self.values if self.values is not None else np.empty(len(self.computed), np.float64)
-        coords, values = tuple(compact(axis, self.computed) for axis in self.coords), compact(values, self.computed)
-        order = sorted(self._failures)
-        columns = [self._failures[index] for index in order]
-        failures = Failures(
-            self.shape,
-            np.concatenate([np.empty(0, np.int64), *(column[0] for column in columns)]),
-            [name for column in columns for name in column[2]],
-            [message for column in columns for message in column[3]],
-            [kind for column in columns for kind in column[1]],
-        )
-        return Result(self.shape, coords, values, failures)
+        """The :class:`Result` of everything added (failures in C order, failed slots removed).
+
+        The slots' memory becomes the result's: failed slots are squeezed out in place, the
+        arrays shrunk to what is left, and the coordinates unravelled into the flat indices.
+        """
+        flat_index, self.flat_index = self.flat_index, np.empty(0, np.int64)
+        values = self.values if self.values is not None else np.empty(len(flat_index), np.float64)
+        self.values = None
+        if self._failures:
+            kept = compact_pair(flat_index, values)
+            flat_index, values = _shrunk(flat_index, kept), _shrunk(values, kept)
+        parts = [self._failures.pop(index) for index in sorted(self._failures)]
+        records = FailureRecords.concat([records for records, _ in parts])
+        statuses = np.concatenate([np.empty(0, np.uint8), *(statuses for _, statuses in parts)])
+        del parts
+        codes = np.searchsorted(FAILING, statuses).astype(np.uint8)
+        failures = Failures.from_records(self.shape, records, codes, [KINDS[status] for status in FAILING])
+        release_free_memory()  # before the coordinates take new memory
+        return Result(self.shape, unravel_in_place(flat_index, self.shape), values, failures)
+
+
+#: the failing statuses, ascending (a failure's kind code is its status's index here)
+FAILING = np.array(sorted(KINDS), np.uint8)
+
+
+def compact_pair(flat_index: np.ndarray, values: np.ndarray, block: int = COMPACT_BLOCK) -> int:
+    """Squeeze the slots whose flat index is -1 out of both arrays, in place; the count kept."""
+    written = 0
+    for start in range(0, len(flat_index), block):
+        keep = flat_index[start : start + block] >= 0
+        kept = int(np.count_nonzero(keep))
+        if kept:
+            flat_index[written : written + kept] = flat_index[start : start + block][keep]
+            values[written : written + kept] = values[start : start + block][keep]
+        written += kept
+    return written
+
+
+def _shrunk(array: np.ndarray, length: int) -> np.ndarray:
+    """``array[:length]``, giving the rest of its memory back when it owns it."""
+    if array.base is None and array.flags.owndata and length < len(array):
+        array.resize(length, refcheck=False)  # realloc: the allocator returns the tail
+        return array
+    return array[:length]
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    A run frees many chunk-sized arrays from several threads; glibc keeps much of that memory
+    in its arenas (measured: ~170 MB after 64M elements), which would add to the result's peak.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def unravel_in_place(flat_index: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """The coordinates of C-order flat indices, the first axis in ``flat_index``'s own memory.
+
+    Like ``np.unravel_index`` (which returns new arrays for every axis), with one array fewer.
+
+    Examples
+    --------
+    >>> [axis.tolist() for axis in unravel_in_place(np.array([0, 5, 7]), (2, 4))]
+    [[0, 1, 1], [0, 1, 3]]
+    """
+    if not shape:
+        return ()
+    coords: list[np.ndarray] = []
+    for size in shape[:0:-1]:
+        axis = np.empty(len(flat_index), np.intp)
+        np.remainder(flat_index, size, out=axis)
+        np.floor_divide(flat_index, size, out=flat_index)
+        coords.append(axis)
+    coords.append(flat_index.view(np.intp))
+    return tuple(reversed(coords))

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .bitmask import BitMask
 from .errors import DtypeError, InputError, MaskError, OptionError, ShapeError
 from .npy import NpyReader
 from .source import ArraySource
@@ -112,7 +113,7 @@ def make_plan(
     source = ArraySource(data, shape)
     valid = resolve_valid(source, input_masks, mask)
     source = ArraySource(data, shape, valid)
-    unmasked = source.size if valid is None else int(np.count_nonzero(valid))
+    unmasked = source.size if valid is None else valid.count()
     size = chunk_size(chunks, unmasked, workers)
     return Plan(source, unmasked, [], (), 0).with_layout((), size)
 
@@ -178,8 +179,8 @@ def _check_dtype(dtype: np.dtype, number: int) -> None:
 
 def resolve_valid(
     source: ArraySource, input_masks: list[np.ndarray], mask: Any
-) -> np.ndarray | None:
-    """The flat boolean array of elements to compute, or None when every element is."""
+) -> BitMask | None:
+    """The elements to compute, one bit each in C order, or None when every element is."""
     masks = list(input_masks)
     if mask is not None and not callable(mask):
         masks.append(_mask_array(mask, source.shape))
@@ -193,7 +194,7 @@ def resolve_valid(
         for start in range(0, source.size, BLOCK):
             stop = min(start + BLOCK, source.size)
             masked[start:stop] |= _call_mask(mask, source.columns(start, stop))
-    return np.logical_not(masked, out=masked)
+    return BitMask.pack(np.logical_not(masked, out=masked))
 
 
 def _mask_array(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -268,7 +269,7 @@ def layout_ends(unmasked: int, head: Sequence[int], size: int) -> list[int]:
     return ends
 
 
-def chunks_from_ends(valid: np.ndarray | None, elements: int, ends: Sequence[int], unmasked: int) -> list[Chunk]:
+def chunks_from_ends(valid: BitMask | None, elements: int, ends: Sequence[int], unmasked: int) -> list[Chunk]:
     """The chunks ending after the given cumulative counts of unmasked elements.
 
     The chunks tile ``[0, elements)`` up to the last end: masked elements before the first
@@ -277,7 +278,7 @@ def chunks_from_ends(valid: np.ndarray | None, elements: int, ends: Sequence[int
 
     Examples
     --------
-    >>> valid = np.array([0, 1, 1, 0, 1, 0], bool)
+    >>> valid = BitMask.pack(np.array([0, 1, 1, 0, 1, 0], bool))
     >>> [(c.start, c.stop, c.size) for c in chunks_from_ends(valid, 6, [2, 3], 3)]
     [(0, 3, 2), (3, 6, 1)]
     >>> [(c.start, c.stop, c.size) for c in chunks_from_ends(valid, 6, [1], 3)]
@@ -294,19 +295,19 @@ def chunks_from_ends(valid: np.ndarray | None, elements: int, ends: Sequence[int
             in enumerate(zip(starts, positions, sizes))]
 
 
-def split(valid: np.ndarray | None, elements: int, size: int) -> list[Chunk]:
+def split(valid: BitMask | None, elements: int, size: int) -> list[Chunk]:
     """Split ``[0, elements)`` into chunks of ``size`` unmasked elements (the last may hold fewer).
 
     Examples
     --------
-    >>> [(c.start, c.stop, c.size) for c in split(np.array([0, 1, 1, 0, 1, 0], bool), 6, 2)]
+    >>> [(c.start, c.stop, c.size) for c in split(BitMask.pack(np.array([0, 1, 1, 0, 1, 0], bool)), 6, 2)]
     [(0, 3, 2), (3, 6, 1)]
     """
-    unmasked = elements if valid is None else int(np.count_nonzero(valid))
+    unmasked = elements if valid is None else valid.count()
     return chunks_from_ends(valid, elements, layout_ends(unmasked, [], size), unmasked)
 
 
-def positions_after(valid: np.ndarray | None, counts: Sequence[int]) -> list[int]:
+def positions_after(valid: BitMask | None, counts: Sequence[int]) -> list[int]:
     """For each count ``c`` (ascending, >= 1), the flat index just after the ``c``-th valid element."""
     if valid is None:
         return [int(count) for count in counts]

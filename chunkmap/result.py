@@ -14,6 +14,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .failures import FailureRecords
+
 __all__ = ["Result", "Failures", "Failure", "Stats", "unravel"]
 
 
@@ -80,7 +82,9 @@ class Failure:
 class Failures:
     """The table of elements whose call failed, in C order.
 
-    Iterating yields :class:`Failure` records; the columns are also available whole.
+    Iterating yields :class:`Failure` records; the columns are also available whole. The
+    strings are kept packed (:class:`~chunkmap.failures.FailureRecords`) and the string
+    columns are built on first access.
 
     Attributes
     ----------
@@ -98,16 +102,50 @@ class Failures:
     def __init__(
         self,
         shape: tuple[int, ...],
-        flat_index: np.ndarray,
+        flat_index: Sequence[int] | np.ndarray,
         types: Sequence[str],
         messages: Sequence[str],
         kinds: Sequence[str] | None = None,
     ) -> None:
-        self.shape = shape
-        self.flat_index = np.asarray(flat_index, dtype=np.int64)
-        self.types = _strings(types)
-        self.messages = _strings(messages)
-        self.kinds = _strings(["exception"] * len(self.flat_index) if kinds is None else kinds)
+        records = FailureRecords.from_columns(np.asarray(flat_index, np.int64), types, messages)
+        kinds = ["exception"] * len(records) if kinds is None else [str(kind) for kind in kinds]
+        table: dict[str, int] = {}
+        codes = np.fromiter((table.setdefault(kind, len(table)) for kind in kinds), np.uint8, len(kinds))
+        self._init(shape, records, codes, tuple(table))
+
+    @classmethod
+    def from_records(
+        cls, shape: tuple[int, ...], records: FailureRecords, kind_codes: np.ndarray, kind_names: Sequence[str]
+    ) -> Failures:
+        """Failures from packed records whose positions are flat indices, and a code per kind."""
+        failures = cls.__new__(cls)
+        failures._init(shape, records, kind_codes, tuple(kind_names))
+        return failures
+
+    def _init(self, shape: tuple[int, ...], records: FailureRecords, kind_codes: np.ndarray,
+              kind_names: tuple[str, ...]) -> None:
+        if len(kind_codes) != len(records):
+            raise ValueError(f"{len(records)} failures but {len(kind_codes)} kinds")
+        self.shape = tuple(shape)
+        self.records = records
+        self._kind_codes = kind_codes
+        self._kind_names = kind_names
+
+    @property
+    def flat_index(self) -> np.ndarray:
+        return self.records.positions
+
+    @functools.cached_property
+    def kinds(self) -> np.ndarray:
+        return _strings([self._kind_names[code] for code in self._kind_codes.tolist()])
+
+    @functools.cached_property
+    def types(self) -> np.ndarray:
+        return _strings(self.records.types())
+
+    @functools.cached_property
+    def messages(self) -> np.ndarray:
+        return _strings(self.records.messages())
 
     @functools.cached_property
     def coords(self) -> tuple[np.ndarray, ...]:
@@ -115,7 +153,7 @@ class Failures:
         return unravel(self.flat_index, self.shape)
 
     def __len__(self) -> int:
-        return len(self.flat_index)
+        return len(self.records)
 
     def __getitem__(self, i: int) -> Failure:
         coords = tuple(int(axis[i]) for axis in self.coords)
@@ -127,8 +165,8 @@ class Failures:
     def __repr__(self) -> str:
         if not len(self):
             return "Failures(0)"
-        names, counts = np.unique(self.types, return_counts=True)
-        by_type = ", ".join(f"{name}: {count}" for name, count in zip(names, counts))
+        counts = np.bincount(self.records.type_codes, minlength=len(self.records.type_names))
+        by_type = ", ".join(f"{name}: {count}" for name, count in sorted(zip(self.records.type_names, counts.tolist())))
         return f"Failures({len(self)}; {by_type})"
 
 

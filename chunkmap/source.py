@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .bitmask import BitMask
 from .npy import NpyReader
 
 __all__ = ["Source", "ArraySource"]
@@ -37,8 +38,9 @@ class ArraySource:
         :class:`~chunkmap.npy.NpyReader` (of the full shape) is read range by range.
     shape : tuple of int
         The broadcast shape.
-    valid : ndarray of bool, optional
-        Flat (C order) ``True`` for the elements to compute; None means all of them.
+    valid : BitMask or ndarray of bool, optional
+        Flat (C order) ``True`` for the elements to compute (kept as a :class:`BitMask`);
+        None means all of them.
 
     Examples
     --------
@@ -50,12 +52,12 @@ class ArraySource:
     """
 
     def __init__(
-        self, arrays: tuple[np.ndarray, ...], shape: tuple[int, ...], valid: np.ndarray | None = None
+        self, arrays: tuple[np.ndarray, ...], shape: tuple[int, ...], valid: BitMask | np.ndarray | None = None
     ) -> None:
         self.arrays = tuple(arrays)
         self.shape = tuple(shape)
         self.size = math.prod(self.shape)
-        self.valid = valid
+        self.valid = valid if valid is None or isinstance(valid, BitMask) else BitMask.pack(valid)
         self._flat = [self._flat_view(array) for array in self.arrays]
 
     def _flat_view(self, array: Any) -> Any:

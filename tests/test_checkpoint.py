@@ -16,6 +16,7 @@ import pytest
 import chunkmap
 from chunkmap.checkpoint import Checkpoint, DirectoryStore, decode_record, encode_record, fingerprint
 from chunkmap.errors import OptionError
+from chunkmap.failures import FailureRecords
 from chunkmap.kernel import ChunkOutput, Evaluation
 from chunkmap.stub import slowlib
 
@@ -156,13 +157,14 @@ def test_a_fresh_auto_run_records_its_pilot_layout(ew, tmp_path):
 
 
 def test_records_round_trip_and_refuse_objects():
-    output = ChunkOutput(3, np.array([5, 6, 9]), Evaluation(np.array([0, 1, 0], np.uint8), np.array([1.5, -2.0]),
-                                                            [(1, "Boom", "bad \u00e9")]))
+    records = [(0, "Boom", "bad \u00e9"), (2, "KeyError", "'k' \ud800"), (3, "Boom", "")]
+    output = ChunkOutput(3, np.array([5, 6, 9, 12]), Evaluation(np.array([1, 0, 1, 3], np.uint8), np.array([1.5]),
+                                                                FailureRecords.from_tuples(records)))
     back = decode_record(3, encode_record(output))
     np.testing.assert_array_equal(back.flat_index, output.flat_index)
     np.testing.assert_array_equal(back.evaluation.status, output.evaluation.status)
     np.testing.assert_array_equal(back.evaluation.values, output.evaluation.values)
-    assert back.evaluation.failures == output.evaluation.failures
+    assert list(back.evaluation.failures) == records
     objects = ChunkOutput(0, np.array([0]), Evaluation(np.zeros(1, np.uint8), np.array(["x"], dtype=object)))
     with pytest.raises(OptionError, match="checkpoint= stores results as numeric arrays"):
         encode_record(objects)

@@ -8,17 +8,50 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from chunkmap import outputs
-from chunkmap.outputs import compact
+from chunkmap.failures import FailureRecords
+from chunkmap.outputs import compact_pair, unravel_in_place
 
 
 @settings(max_examples=200)
 @given(keep=hnp.arrays(bool, st.integers(0, 100)), block=st.integers(1, 9))
-def test_compact_equals_boolean_indexing_and_reuses_the_memory(keep, block):
-    array = np.arange(len(keep), dtype=np.float64) * 1.5
-    expected = array[keep]
-    result = compact(array, keep, block)
-    np.testing.assert_array_equal(result, expected)
-    assert len(keep) == 0 or np.shares_memory(result, array) or len(result) == 0
+def test_compact_pair_equals_boolean_indexing_in_place(keep, block):
+    flat = np.where(keep, np.arange(len(keep)) * 3, -1)
+    values = np.arange(len(keep), dtype=np.float64) * 1.5
+    expected_flat, expected_values = flat[keep], values[keep]
+    kept = compact_pair(flat, values, block)
+    assert kept == np.count_nonzero(keep)
+    np.testing.assert_array_equal(flat[:kept], expected_flat)
+    np.testing.assert_array_equal(values[:kept], expected_values)
+
+
+@settings(max_examples=200)
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), data=st.data())
+def test_unravel_in_place_equals_numpy(shape, data):
+    size = int(np.prod(shape))
+    flat = np.array(data.draw(st.lists(st.integers(0, size - 1), max_size=30)), np.int64)
+    expected = np.unravel_index(flat, shape)
+    got = unravel_in_place(flat.copy(), tuple(shape))
+    assert len(got) == len(shape)
+    for axis, expected_axis in zip(got, expected):
+        np.testing.assert_array_equal(axis, expected_axis)
+        assert axis.dtype == np.intp
+
+
+def test_result_takes_over_the_slots_memory():
+    from chunkmap.kernel import ChunkOutput, Evaluation
+    from chunkmap.plan import Chunk
+
+    chunks = [Chunk(0, 0, 4, 4)]
+    collected = outputs.Outputs((2, 2), chunks)
+    slots = collected.flat_index
+    status = np.array([0, 1, 0, 0], np.uint8)
+    failures = FailureRecords.from_tuples([(1, "Boom", "x")])
+    collected.add(ChunkOutput(0, np.arange(4), Evaluation(status, np.array([1.0, 2.0, 3.0]), failures)))
+    result = collected.result()
+    assert np.shares_memory(result.coords[0], slots)  # the first axis is the slots, unravelled
+    assert [axis.tolist() for axis in result.coords] == [[0, 1, 1], [0, 0, 1]]
+    assert result.values.tolist() == [1.0, 2.0, 3.0]
+    assert [(f.coords, f.kind, f.type, f.message) for f in result.failures] == [((0, 1), "exception", "Boom", "x")]
 
 
 def test_chunk_outputs_in_any_order_give_c_order():
@@ -30,7 +63,7 @@ def test_chunk_outputs_in_any_order_give_c_order():
     for chunk in reversed(plan.chunks):
         index, (column,) = plan.source.gather(chunk.start, chunk.stop)
         status = (column % 3 == 0).astype(np.uint8)
-        failures = [(int(p), "Boom", "x") for p in np.flatnonzero(status)]
+        failures = FailureRecords.from_tuples([(int(p), "Boom", "x") for p in np.flatnonzero(status)])
         collected.add(ChunkOutput(chunk.index, index, Evaluation(status, column[status == 0] * 10, failures)))
     result = collected.result()
     x = np.arange(30)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import chunkmap
+from chunkmap.bitmask import BitMask
 from chunkmap.plan import SEARCH_BLOCK, make_plan, split
 from chunkmap.source import ArraySource
 
@@ -18,7 +19,7 @@ from chunkmap.source import ArraySource
 @settings(max_examples=200, deadline=None)
 @given(valid=hnp.arrays(bool, st.integers(0, 300)), size=st.integers(1, 40))
 def test_chunks_tile_the_range_with_equal_work(valid, size):
-    chunks = split(valid, len(valid), size)
+    chunks = split(BitMask.pack(valid), len(valid), size)
     total = int(valid.sum())
     if total == 0:
         assert chunks == []
@@ -36,7 +37,7 @@ def test_chunks_tile_the_range_with_equal_work(valid, size):
 def test_chunk_boundaries_across_search_blocks():
     valid = np.zeros(3 * SEARCH_BLOCK + 17, bool)
     valid[::7] = True
-    chunks = split(valid, len(valid), 1_003)
+    chunks = split(BitMask.pack(valid), len(valid), 1_003)
     assert sum(c.size for c in chunks) == valid.sum()
     assert all(c.size == int(valid[c.start : c.stop].sum()) for c in chunks)
 
@@ -86,3 +87,26 @@ def test_auto_chunks_balance_the_workers():
     assert len(plan.chunks) == 8 and {c.size for c in plan.chunks} == {125}
     plan = make_plan([np.zeros(10)], workers=8)
     assert len(plan.chunks) == 10
+
+
+@settings(max_examples=300)
+@given(flags=hnp.arrays(bool, st.integers(0, 100)), data=st.data())
+def test_bitmask_slices_and_counts_like_the_boolean_array(flags, data):
+    mask = BitMask.pack(flags)
+    assert len(mask) == len(flags) and mask.count() == int(flags.sum())
+    start = data.draw(st.integers(-5, len(flags) + 5))
+    stop = data.draw(st.integers(-5, len(flags) + 5))
+    np.testing.assert_array_equal(mask[start:stop], flags[start:stop])
+    assert pickle.loads(pickle.dumps(mask))[:].tolist() == flags.tolist()
+
+
+def test_bitmask_refuses_what_it_cannot_do():
+    import pytest
+
+    mask = BitMask.pack(np.ones(10, bool))
+    with pytest.raises(ValueError, match="step 1, got step 2"):
+        mask[::2]
+    with pytest.raises(TypeError, match="read by slices, got int"):
+        mask[3]
+    with pytest.raises(ValueError, match="expected 2 packed uint8 bytes for 10 flags"):
+        BitMask(np.zeros(3, np.uint8), 10)

@@ -1,0 +1,142 @@
+"""Failure records in columns: positions, exception types and messages without a Python object each.
+
+numpy only. A run that skips millions of exceptions must not hold millions of tuples and strings:
+:class:`FailureRecords` keeps one int64 position per failure, a small code into a table of
+exception type names, and all messages as one UTF-8 byte string with end offsets (about 10 bytes
+plus the message's length per failure, against ~150 bytes as a tuple of Python objects). It
+crosses process boundaries and is checkpointed as a handful of arrays; the strings are decoded
+only when asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["FailureRecords"]
+
+#: how messages are encoded: UTF-8, lone surrogates (from odd ``__str__`` methods) kept
+_ENCODING, _ERRORS = "utf-8", "surrogatepass"
+
+
+@dataclass(frozen=True, eq=False)
+class FailureRecords:
+    """``(position, type name, message)`` records in columns.
+
+    Attributes
+    ----------
+    positions : ndarray of int64
+        Position of each failure (in its chunk, or a flat index once collected).
+    type_codes : ndarray of int32
+        Index of each failure's exception type name in ``type_names``.
+    type_names : tuple of str
+        The distinct exception type names.
+    text : bytes
+        All messages, UTF-8, one after the other.
+    text_ends : ndarray of int64
+        End offset of each message in ``text``.
+
+    Examples
+    --------
+    >>> records = FailureRecords.from_tuples([(1, "ValueError", "bad"), (4, "KeyError", "'k'")])
+    >>> len(records), list(records)
+    (2, [(1, 'ValueError', 'bad'), (4, 'KeyError', "'k'")])
+    >>> list(FailureRecords.concat([records, records], [0, 10]))[2:]
+    [(11, 'ValueError', 'bad'), (14, 'KeyError', "'k'")]
+    """
+
+    positions: np.ndarray
+    type_codes: np.ndarray
+    type_names: tuple[str, ...]
+    text: bytes
+    text_ends: np.ndarray
+
+    @classmethod
+    def empty(cls) -> FailureRecords:
+        """No failure."""
+        none = np.empty(0, np.int64)
+        return cls(none, np.empty(0, np.int32), (), b"", none)
+
+    @classmethod
+    def from_tuples(cls, records: Sequence[tuple[int, str, str]]) -> FailureRecords:
+        """Records from ``(position, type name, message)`` tuples, as the per-element loop makes them."""
+        if not records:
+            return cls.empty()
+        positions, names, messages = zip(*records)
+        return cls.from_columns(positions, names, messages)
+
+    @classmethod
+    def from_columns(cls, positions: Iterable[int], names: Iterable[str], messages: Iterable[str]) -> FailureRecords:
+        """Records from a column of positions, one of type names and one of messages."""
+        positions = np.fromiter(positions, np.int64)
+        table: dict[str, int] = {}
+        codes = np.fromiter((table.setdefault(str(name), len(table)) for name in names), np.int32)
+        messages = [str(message) for message in messages]
+        if not len(positions) == len(codes) == len(messages):
+            raise ValueError(f"columns of different lengths: {len(positions)} positions, {len(codes)} types, "
+                             f"{len(messages)} messages")
+        joined = "".join(messages)
+        text = joined.encode(_ENCODING, _ERRORS)
+        if len(text) == len(joined):  # ASCII: one byte per character
+            lengths = np.fromiter(map(len, messages), np.int64, len(messages))
+        else:
+            lengths = np.fromiter((len(m.encode(_ENCODING, _ERRORS)) for m in messages), np.int64, len(messages))
+        return cls(positions, codes, tuple(table), text, np.cumsum(lengths, dtype=np.int64))
+
+    @classmethod
+    def concat(cls, parts: Sequence[FailureRecords], offsets: Sequence[int] | None = None) -> FailureRecords:
+        """The parts one after the other, each part's positions shifted by its offset."""
+        offsets = [0] * len(parts) if offsets is None else offsets
+        kept = [(part, offset) for part, offset in zip(parts, offsets) if len(part)]
+        if not kept:
+            return cls.empty()
+        if len(kept) == 1 and kept[0][1] == 0:
+            return kept[0][0]
+        table: dict[str, int] = {}
+        codes, ends, text_size = [], [], 0
+        for part, _ in kept:
+            remap = np.array([table.setdefault(name, len(table)) for name in part.type_names], np.int32)
+            codes.append(remap[part.type_codes])
+            ends.append(part.text_ends + text_size)
+            text_size += len(part.text)
+        return cls(
+            np.concatenate([part.positions + offset for part, offset in kept]),
+            np.concatenate(codes),
+            tuple(table),
+            b"".join(part.text for part, _ in kept),
+            np.concatenate(ends),
+        )
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def types(self) -> list[str]:
+        """Each failure's exception type name."""
+        return [self.type_names[code] for code in self.type_codes.tolist()]
+
+    def messages(self) -> list[str]:
+        """Each failure's message."""
+        text = self.text.decode(_ENCODING, _ERRORS)
+        if len(text) == len(self.text):  # ASCII: byte offsets are character offsets
+            bounds = self.text_ends.tolist()
+            return [text[start:end] for start, end in zip([0, *bounds[:-1]], bounds)]
+        view, bounds = memoryview(self.text), self.text_ends.tolist()
+        return [bytes(view[start:end]).decode(_ENCODING, _ERRORS) for start, end in zip([0, *bounds[:-1]], bounds)]
+
+    def __iter__(self) -> Iterator[tuple[int, str, str]]:
+        return iter(zip(self.positions.tolist(), self.types(), self.messages()))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FailureRecords):
+            return NotImplemented
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"FailureRecords({list(self)!r})" if len(self) <= 5 else f"FailureRecords(<{len(self)} records>)"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the columns."""
+        return self.positions.nbytes + self.type_codes.nbytes + len(self.text) + self.text_ends.nbytes
