@@ -10,14 +10,13 @@ the coordinates are unravelled into the flat indices' memory, so the peak is the
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import threading
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .failures import FailureRecords
+from .heap import release_free_memory
 from .kernel import COMPUTED, KINDS, ChunkOutput
 from .plan import Chunk
 from .result import Failures, Result
@@ -133,25 +132,6 @@ def _shrunk(array: np.ndarray, length: int) -> np.ndarray:
         array.resize(length, refcheck=False)  # realloc: the allocator returns the tail
         return array
     return array[:length]
-
-
-def release_free_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing).
-
-    A run frees many chunk-sized arrays from several threads; glibc keeps much of that memory
-    in its arenas (measured: ~170 MB after 64M elements), which would add to the result's peak.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
 
 
 def unravel_in_place(flat_index: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
