@@ -41,8 +41,8 @@ __all__ = ["ChunkStore", "DirectoryStore", "Checkpoint", "open_store", "fingerpr
 
 RECORD_MAGIC = b"chunkmap-chunk-2\n"
 #: arrays in a record: flat indices, statuses, values and the failure columns (positions, type
-#: codes, type names as JSON, message text, message ends)
-RECORD_PARTS = 8
+#: codes, type names as JSON, compressed message blocks, their sizes, records per block, message ends)
+RECORD_PARTS = 10
 LENGTH = struct.Struct("<Q")
 #: bytes hashed per step when fingerprinting an input (bounds the temporary copy of a strided one)
 HASH_BLOCK = 1 << 24
@@ -227,8 +227,10 @@ def encode_record(output: ChunkOutput) -> bytes:
         )
     failures = evaluation.failures
     type_names = json.dumps(failures.type_names).encode()
+    block_sizes = np.array([len(block) for block in failures.blocks], np.int64)
     parts = [output.flat_index, evaluation.status, evaluation.values, failures.positions, failures.type_codes,
-             np.frombuffer(type_names, np.uint8), np.frombuffer(failures.text, np.uint8), failures.text_ends]
+             np.frombuffer(type_names, np.uint8), np.frombuffer(b"".join(failures.blocks), np.uint8), block_sizes,
+             failures.block_counts, failures.text_ends]
     buffer = io.BytesIO()
     buffer.write(RECORD_MAGIC)
     for part in parts:
@@ -252,7 +254,9 @@ def decode_record(index: int, data: bytes) -> ChunkOutput:
         offset += length
     if offset != len(view):
         raise CodecError("trailing bytes after a checkpoint record")
-    flat_index, status, values, positions, type_codes, type_names, text, text_ends = parts
+    flat_index, status, values, positions, type_codes, type_names, text, block_sizes, block_counts, text_ends = parts
+    bounds = np.cumsum(block_sizes).tolist()
+    blocks = tuple(text[start:end].tobytes() for start, end in zip([0, *bounds[:-1]], bounds))
     failures = FailureRecords(positions.copy(), type_codes.copy(), tuple(json.loads(type_names.tobytes())),
-                              text.tobytes(), text_ends.copy())
+                              blocks, block_counts.copy(), text_ends.copy())
     return ChunkOutput(index, flat_index.copy(), Evaluation(status.copy(), values.copy(), failures))

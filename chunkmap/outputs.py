@@ -10,6 +10,7 @@ the coordinates are unravelled into the flat indices' memory, so the peak is the
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Sequence
 
@@ -71,11 +72,9 @@ class Outputs:
                 self.values[first : first + len(computed)][computed] = evaluation.values
             if len(failures):
                 slots[~computed] = -1
-                positions = failures.positions
                 self._failures[output.index] = (
-                    FailureRecords(output.flat_index[positions], failures.type_codes, failures.type_names,
-                                   failures.text, failures.text_ends),
-                    evaluation.status[positions],
+                    dataclasses.replace(failures, positions=output.flat_index[failures.positions]),
+                    evaluation.status[failures.positions],
                 )
             self.completed[output.index] = True
 

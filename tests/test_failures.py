@@ -34,13 +34,13 @@ def test_concat_shifts_positions_and_merges_type_tables(parts):
     assert len(packed.type_names) == len(set(packed.type_names))
 
 
-def test_the_strings_are_packed():
+def test_the_strings_are_packed_and_compressed():
     tuples = [(i, "InternalError", f"slowlib_compute({i}.0, 0.5): input outside the domain (code 1)")
               for i in range(10_000)]
     packed = FailureRecords.from_tuples(tuples)
     assert packed.type_names == ("InternalError",)
     text = sum(len(message) for _, _, message in tuples)
-    assert packed.nbytes == text + 10_000 * (8 + 4 + 8)
+    assert 10_000 * (8 + 4 + 8) < packed.nbytes < 10_000 * (8 + 4 + 8) + text / 4
     assert packed.messages()[1234] == tuples[1234][2]
 
 
