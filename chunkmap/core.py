@@ -14,6 +14,7 @@ from .outputs import Outputs
 from .plan import Plan, make_plan
 from .progress import Progress, make_progress
 from .result import Result, Stats
+from .workers import cpu_count, shared_pool
 
 if TYPE_CHECKING:
     from .engine import Execution, Scheduler
@@ -129,14 +130,16 @@ def run(
     >>> xs.tolist(), ys.tolist(), values.tolist()
     ([0, 1], [0, 1], [0.1, 0.1])
     """
-    from .engine import Execution, resolve_scheduler  # dask loads on the first run, not on import
-
     started = time.perf_counter()
     if not callable(func):
         raise NotCallableError(
             f"func must be callable; got {type(func).__name__} {func!r:.80}. The function comes "
             f"first: run(func, *arrays)"
         )
+    if scheduler in (None, "processes") and client is None:
+        shared_pool(cpu_count())  # the workers start while dask is imported and the inputs planned
+    from .engine import Execution, resolve_scheduler  # dask loads on the first run, not on import
+
     execution = Execution(func, _skip_tuple(skip), _kwargs_mapping(kwargs), _timeout(timeout))
     store = open_store(checkpoint) if checkpoint is not None else None
     with resolve_scheduler(scheduler, client) as resolved:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import functools
 import json
+import math
 import mmap
 import os
 import queue
@@ -293,6 +295,24 @@ class WorkerPool:
 
 _shared: dict[str, Any] = {"pool": None, "key": None}
 _shared_lock = threading.Lock()
+
+
+@functools.cache
+def cpu_count() -> int:
+    """CPUs this process may run on: its affinity, bounded by a cgroup (v2) CPU quota, as dask counts.
+
+    The default number of local workers; computed here so that a run can start its workers
+    before dask is imported.
+    """
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as fh:
+            quota, period = fh.read().split()
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
 
 
 def shared_pool(size: int) -> WorkerPool:
