@@ -185,18 +185,22 @@ class Checkpoint:
         self.saved = 0
         self._lock = threading.Lock()
 
-    def layout(self) -> tuple[list[int], int] | None:
-        """The chunk layout this run was started with (head ends, chunk size), or None if new."""
+    def layout(self) -> tuple[list[int], int, int] | None:
+        """The chunk layout this run was started with (head ends, chunk size, tail), or None if new.
+
+        See :meth:`chunkmap.plan.Plan.with_layout`.
+        """
         data = self.store.get(self.prefix + "manifest.json")
         if data is None:
             return None
         manifest = json.loads(data)
-        return [int(end) for end in manifest.get("head", [])], int(manifest["chunk_size"])
+        return ([int(end) for end in manifest.get("head", [])], int(manifest["chunk_size"]),
+                int(manifest.get("tail", 0)))
 
-    def start(self, head: Sequence[int], chunk_size: int, description: Mapping[str, Any]) -> None:
+    def start(self, head: Sequence[int], chunk_size: int, tail: int, description: Mapping[str, Any]) -> None:
         """Record the run's manifest (once): its layout, so that a resumed run cuts the same chunks."""
         if self.layout() is None:
-            manifest = {"head": list(head), "chunk_size": chunk_size, **description}
+            manifest = {"head": list(head), "chunk_size": chunk_size, "tail": tail, **description}
             self.store.put(self.prefix + "manifest.json", json.dumps(manifest, indent=1).encode())
 
     def load(self) -> Iterator[ChunkOutput]:

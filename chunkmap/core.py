@@ -185,10 +185,11 @@ def _execute(
     if layout is not None:
         plan = plan.with_layout(*layout)
     elif auto and plan.unmasked:
-        plan = plan.with_layout(*_pilot(plan, execution, scheduler, pilot_outputs.append))
+        plan = plan.with_layout(*_pilot(plan, execution, scheduler, pilot_outputs.append), scheduler.workers)
     if saved is not None:
-        saved.start(plan.head, plan.chunk_size, {"func": repr(execution.func), "shape": list(plan.shape),
-                                                 "elements": plan.elements, "unmasked": plan.unmasked})
+        description = {"func": repr(execution.func), "shape": list(plan.shape), "elements": plan.elements,
+                       "unmasked": plan.unmasked}
+        saved.start(plan.head, plan.chunk_size, plan.tail, description)
     outputs = Outputs(plan.shape, plan.chunks)
     resumed = list(saved.load()) if saved is not None else []
     for output in resumed:

@@ -60,12 +60,14 @@ class Plan:
     chunks: list[Chunk]
     head: tuple[int, ...]
     chunk_size: int
+    tail: int = 0
 
-    def with_layout(self, head: Sequence[int], size: int) -> Plan:
-        """The same work in chunks ending at the ``head`` counts, then of ``size`` elements each."""
-        ends = layout_ends(self.unmasked, head, size)
+    def with_layout(self, head: Sequence[int], size: int, tail: int = 0) -> Plan:
+        """The same work in chunks ending at the ``head`` counts, then of ``size`` elements each
+        (shrinking at the end for ``tail`` workers, see :func:`layout_ends`)."""
+        ends = layout_ends(self.unmasked, head, size, tail)
         chunks = chunks_from_ends(self.source.valid, self.source.size, ends, self.unmasked)
-        return Plan(self.source, self.unmasked, chunks, tuple(head), size)
+        return Plan(self.source, self.unmasked, chunks, tuple(head), size, tail)
 
     def head_chunks(self, head: Sequence[int]) -> list[Chunk]:
         """The first chunks of a layout starting with ``head`` (for pilot rounds)."""
@@ -232,6 +234,10 @@ def _call_mask(mask: Callable[..., Any], columns: list[np.ndarray]) -> np.ndarra
     return result
 
 
+#: the last chunks of a guided tail are this many times smaller than the others
+TAIL_SHRINK = 8
+
+
 def chunk_size(chunks: int | str, unmasked: int, workers: int) -> int:
     """Unmasked elements per chunk.
 
@@ -254,16 +260,34 @@ def chunk_size(chunks: int | str, unmasked: int, workers: int) -> int:
     )
 
 
-def layout_ends(unmasked: int, head: Sequence[int], size: int) -> list[int]:
+def layout_ends(unmasked: int, head: Sequence[int], size: int, tail: int = 0) -> list[int]:
     """Cumulative unmasked counts at which chunks end: the ``head`` ends, then one every ``size``.
+
+    With ``tail`` workers, the last chunks shrink so that the workers finish together (guided
+    scheduling): once at most ``2 * tail`` chunks of ``size`` are left, each chunk takes
+    ``1 / (2 * tail)`` of what is left, down to ``size / TAIL_SHRINK``. The rule depends only on
+    its arguments, so a resumed run cuts the same chunks.
 
     Examples
     --------
     >>> layout_ends(10, [], 4), layout_ends(10, [1, 2, 6], 3), layout_ends(0, [], 5)
     ([4, 8, 10], [1, 2, 6, 9, 10], [])
+    >>> layout_ends(100, [], 16, tail=2)
+    [16, 32, 48, 61, 71, 79, 85, 89, 92, 94, 96, 98, 100]
     """
     ends = [end for end in head if end < unmasked]
-    ends.extend(range((ends[-1] if ends else 0) + size, unmasked, size))
+    done = ends[-1] if ends else 0
+    if len(ends) < len(head):  # the head reaches the end (a pilot that did everything)
+        pass
+    elif tail <= 0:
+        ends.extend(range(done + size, unmasked, size))
+    else:
+        smallest = max(1, size // TAIL_SHRINK)
+        while unmasked - done > smallest:
+            left = unmasked - done
+            done += size if left > 2 * tail * size else max(smallest, math.ceil(left / (2 * tail)))
+            if done < unmasked:
+                ends.append(done)
     if unmasked:
         ends.append(unmasked)
     return ends

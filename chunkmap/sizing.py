@@ -5,7 +5,9 @@ worker one chunk of ``k`` elements (``k`` = 1, 8, 64, ...) and is timed; the rou
 takes :data:`PILOT_SECONDS` (the first round aside). Their results are kept, so the pilot costs no extra calls, and all
 workers are busy during it. The first round only warms up (imports, starting worker processes);
 from the others, a round of ``k`` elements per task takes ``o + k * t`` where ``t`` is the
-function's time per call and ``o`` the scheduling overhead per task, and the last two give both. The rest of the run is then cut into equal chunks of :func:`auto_chunk_size` elements.
+function's time per call and ``o`` the scheduling overhead per task, and the last two give both.
+The rest of the run is then cut into chunks of :func:`auto_chunk_size` elements, the last ones
+shrinking so that the workers finish together (:func:`chunkmap.plan.layout_ends`).
 """
 
 from __future__ import annotations

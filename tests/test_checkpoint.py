@@ -136,7 +136,7 @@ def test_the_recorded_layout_is_reused_with_auto(ew, tmp_path):
     a, b = seed_inputs((9, 11), seed=4)
     plan = chunkmap.plan.make_plan([a, b])
     run_id = fingerprint(ew.scaled, plan.source, (), None, "auto")
-    Checkpoint(DirectoryStore(tmp_path), run_id).start([1, 2, 10], 7, {})
+    Checkpoint(DirectoryStore(tmp_path), run_id).start([1, 2, 10], 7, 0, {})
     result = chunkmap.run(ew.scaled, a, b, checkpoint=tmp_path, scheduler="threads")
     ew.assert_matches_reference(result, ew.scaled, [a, b])
     sizes = sorted(len(decode_record(0, path.read_bytes()).flat_index) for path in chunk_files(tmp_path))

@@ -110,3 +110,31 @@ def test_bitmask_refuses_what_it_cannot_do():
         mask[3]
     with pytest.raises(ValueError, match="expected 2 packed uint8 bytes for 10 flags"):
         BitMask(np.zeros(3, np.uint8), 10)
+
+
+@settings(max_examples=300)
+@given(unmasked=st.integers(0, 5000), head=st.lists(st.integers(1, 300), max_size=4, unique=True),
+       size=st.integers(1, 400), tail=st.integers(0, 8))
+def test_layout_tiles_the_work_and_shrinks_only_at_the_end(unmasked, head, size, tail):
+    from chunkmap.plan import TAIL_SHRINK, layout_ends
+
+    head = sorted(head)
+    ends = layout_ends(unmasked, head, size, tail)
+    assert ends == sorted(set(ends)) and (ends[-1] == unmasked if unmasked else ends == [])
+    assert ends[: len([h for h in head if h < unmasked])] == [h for h in head if h < unmasked]
+    start = max([h for h in head if h < unmasked], default=0)
+    sizes = np.diff([start, *ends[len([h for h in head if h < unmasked]):]]).tolist()
+    smallest = max(1, size // TAIL_SHRINK)
+    shrinking = [s for s in sizes if s != size]
+    assert all(s <= size for s in sizes[:-1])
+    if tail == 0:
+        assert len(shrinking) <= 1  # only the last chunk may be short
+    else:  # regular chunks first, then non-increasing ones down to the smallest (the last may be less)
+        first_short = next((i for i, s in enumerate(sizes) if s != size), len(sizes))
+        assert all(s == size for s in sizes[:first_short])
+        tail_sizes = sizes[first_short:-1]
+        assert all(a >= b for a, b in zip(tail_sizes, tail_sizes[1:]))
+        assert all(s >= smallest for s in tail_sizes)
+    assert layout_ends(unmasked, head, size, tail) == ends  # deterministic: a resumed run cuts the same
+    if unmasked and head and head[-1] >= unmasked:  # a head reaching the end is the whole layout
+        assert ends == [h for h in head if h < unmasked] + [unmasked]
