@@ -14,7 +14,7 @@ buffer and parsed by a ``hiredis.Reader`` of our own.
 redis-py only connects (URL parsing, TLS, AUTH, SELECT and RESP handshakes are its job); after
 that the socket is ours. On Linux a plain TCP or Unix socket is made blocking with the
 ``socket_timeout`` as kernel timeouts, so a single request costs two system calls (``sendto``,
-``recvfrom``) instead of the six of redis-py's ``send_packed_command``/``read_response``
+``recvfrom``) instead of the five of redis-py's ``send_packed_command``/``read_response``
 (a ``poll`` before each, a ``getpid``), and ~10 us less Python. An optional bounded busy-poll
 (``spin``) waits for the reply without letting the core go idle.
 
@@ -132,22 +132,27 @@ class Packer:
         return self.out
 
 
-def pack_one(args: Sequence[Any]) -> bytes:
-    """Return one command as RESP, in one buffer (the single-request path's only copy)."""
-    parts: list[Any] = [b"*%d\r\n" % len(args)]
-    append = parts.append
+def pack_parts(args: Sequence[Any]) -> list[Any]:
+    """Return one command as RESP in a few buffers: small pieces joined, array data as is.
+
+    ``b"".join`` of the result is the command; a ``sendmsg`` of it sends the arrays straight
+    from their memory (no copy on the client side).
+    """
+    small = bytearray(b"*%d\r\n" % len(args))
+    out: list[Any] = []
     for a in args:
         if type(a) is tuple:  # (header, data) from chunkmap.codec.encode_parts
             header, data = a
-            append(b"$%d\r\n" % (len(header) + data.nbytes))
-            append(header)
-            append(data)
+            small += b"$%d\r\n" % (len(header) + data.nbytes)
+            small += header
+            out.append(small)
+            out.append(data)
+            small = bytearray(_CRLF)
         else:
             b = a if type(a) is bytes else _arg(a)
-            append(b"$%d\r\n" % len(b))
-            append(b)
-        append(_CRLF)
-    return b"".join(parts)
+            small += b"$%d\r\n%b\r\n" % (len(b), b)
+    out.append(small)
+    return out
 
 
 def check_spin(spin: Any) -> float:
@@ -219,6 +224,15 @@ class _Link:
             if self.timeout:
                 self._kernel_timeouts(self.timeout, send=True)
 
+    def __del__(self) -> None:
+        # redis-py's connection sits in a reference cycle (its maintenance-notification
+        # handlers), so it closes its socket only when the garbage collector gets to it, in
+        # an arbitrary order with the socket's own finalizer (a ResourceWarning). Close it now.
+        try:
+            self.sock.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
     def _kernel_timeouts(self, seconds: float | None, send: bool = False) -> None:
         sec, usec = divmod(int(round((seconds or 0) * 1e6)), 1_000_000)
         tv = _TIMEVAL.pack(sec, usec)
@@ -231,6 +245,24 @@ class _Link:
             self._kernel_timeouts(seconds)
         else:
             self.sock.settimeout(seconds)
+
+    def request(self, args: Sequence[Any]) -> Any:
+        """Send one command and return its reply: one ``sendmsg``, usually one ``recv_into``."""
+        parts = pack_parts(args)
+        sock = self.sock
+        try:
+            if self.kernel_timeout:
+                total = 0
+                for p in parts:
+                    total += len(p) if type(p) is bytearray else p.nbytes
+                sent = sock.sendmsg(parts)
+                if sent < total:  # the socket buffer was full: send the rest
+                    sock.sendall(memoryview(b"".join(parts))[sent:])
+            else:
+                sock.sendall(b"".join(parts))
+        except BlockingIOError:  # SO_SNDTIMEO expired
+            raise _RedisTimeoutError(f"timeout writing to the socket (socket_timeout={self.timeout} s)") from None
+        return self.read(1)[0]
 
     def round_trip(self, buffers: Sequence[bytes], n: int, timeout: float | None) -> list[Any]:
         sock = self.sock
@@ -343,12 +375,15 @@ class Client:
         """Close this thread's connection (others close when their threads end)."""
         self._drop()
 
-    def _round_trip(self, buffers: Sequence[bytes], n: int, retry: bool, timeout: float | None) -> list[Any]:
+    def _round_trip(self, buffers: Any, n: int, retry: bool, timeout: float | None) -> Any:
+        """``n`` replies to ``buffers``; ``n == 0``: ``buffers`` is one command's arguments."""
         for attempt in (0, 1):
             try:
                 link = getattr(self._local, "link", None)
                 if link is None or link.generation != _generation:
                     link = self._open()
+                if n == 0:
+                    return link.request(buffers)
                 return link.round_trip(buffers, n, timeout)
             except _IO_ERRORS as exc:
                 self._drop()
@@ -378,14 +413,14 @@ class Client:
     def request(self, args: Sequence[Any], *, retry: bool = True) -> Any:
         """Send one command and return its reply (a Redis error reply as an exception instance).
 
-        The single-request path: one buffer, one ``send``, replies read with ``recv_into`` into
-        the connection's reused buffer.
+        The single-request path: the command's pieces (array data in place) in one ``sendmsg``,
+        the reply read with ``recv_into`` into the connection's reused buffer.
         """
-        return self._round_trip((pack_one(args),), 1, retry, None)[0]
+        return self._round_trip(args, 0, retry, None)
 
     def call(self, *args: Any) -> Any:
         """Send one command and return its reply; a Redis error reply raises :class:`StoreError`."""
-        reply = self._round_trip((pack_one(args),), 1, True, None)[0]
+        reply = self._round_trip(args, 0, True, None)
         if isinstance(reply, _ResponseError):
             raise self.response_error(args, reply)
         return reply

@@ -164,7 +164,9 @@ class RedisArrayStore:
         args: tuple[Any, ...] = ("SET", self._key(key), self._value(array))
         if ms is not None:
             args += ("PX", ms)
-        self._check(args, self._client.request(args))
+        reply = self._client.request(args)
+        if isinstance(reply, Exception):
+            raise self._client.response_error(args, reply)
 
     def get(self, key: Key) -> np.ndarray:
         """Return the array under ``key`` (a read-only view on the received bytes).
@@ -177,9 +179,11 @@ class RedisArrayStore:
             The value is not an array written by chunkmap, or is corrupted.
         """
         args = ("GET", self._key(key))
-        payload = self._check(args, self._client.request(args))
+        payload = self._client.request(args)
         if payload is None:
             raise self._missing([key])
+        if isinstance(payload, Exception):
+            raise self._client.response_error(args, payload)
         return self._decode(key, payload)
 
     def delete(self, key: Key) -> bool:
