@@ -132,27 +132,32 @@ class Packer:
         return self.out
 
 
-def pack_parts(args: Sequence[Any]) -> list[Any]:
-    """Return one command as RESP in a few buffers: small pieces joined, array data as is.
+def pack_parts(args: Sequence[Any]) -> tuple[list[Any], int]:
+    """Return one command as RESP in a few buffers (small pieces joined, array data as is) and
+    its length in bytes.
 
-    ``b"".join`` of the result is the command; a ``sendmsg`` of it sends the arrays straight
+    ``b"".join`` of the buffers is the command; a ``sendmsg`` of them sends the arrays straight
     from their memory (no copy on the client side).
     """
-    small = bytearray(b"*%d\r\n" % len(args))
+    pieces = [b"*%d\r\n" % len(args)]
     out: list[Any] = []
+    total = 0
     for a in args:
         if type(a) is tuple:  # (header, data) from chunkmap.codec.encode_parts
             header, data = a
-            small += b"$%d\r\n" % (len(header) + data.nbytes)
-            small += header
+            n = data.nbytes
+            pieces.append(b"$%d\r\n%b" % (len(header) + n, header))
+            small = b"".join(pieces)
             out.append(small)
             out.append(data)
-            small = bytearray(_CRLF)
+            total += len(small) + n
+            pieces = [_CRLF]
         else:
             b = a if type(a) is bytes else _arg(a)
-            small += b"$%d\r\n%b\r\n" % (len(b), b)
+            pieces.append(b"$%d\r\n%b\r\n" % (len(b), b))
+    small = b"".join(pieces)
     out.append(small)
-    return out
+    return out, total + len(small)
 
 
 def check_spin(spin: Any) -> float:
@@ -248,13 +253,10 @@ class _Link:
 
     def request(self, args: Sequence[Any]) -> Any:
         """Send one command and return its reply: one ``sendmsg``, usually one ``recv_into``."""
-        parts = pack_parts(args)
+        parts, total = pack_parts(args)
         sock = self.sock
         try:
             if self.kernel_timeout:
-                total = 0
-                for p in parts:
-                    total += len(p) if type(p) is bytearray else p.nbytes
                 sent = sock.sendmsg(parts)
                 if sent < total:  # the socket buffer was full: send the rest
                     sock.sendall(memoryview(b"".join(parts))[sent:])
@@ -262,7 +264,22 @@ class _Link:
                 sock.sendall(b"".join(parts))
         except BlockingIOError:  # SO_SNDTIMEO expired
             raise _RedisTimeoutError(f"timeout writing to the socket (socket_timeout={self.timeout} s)") from None
-        return self.read(1)[0]
+        if self.spin:
+            return self.read(1)[0]
+        try:  # the usual case, inline: the whole reply in one recv_into
+            got = sock.recv_into(self.buf)
+        except BlockingIOError:  # SO_RCVTIMEO expired
+            raise _RedisTimeoutError(self._timeout_message()) from None
+        if not got:
+            raise _RedisConnectionError("connection closed by the server")
+        reader = self.reader
+        reader.feed(self.buf, 0, got)
+        reply = reader.gets()
+        if reply is _MORE:
+            return self.read(1)[0]
+        if isinstance(reply, _RedisConnectionError):
+            raise reply
+        return reply
 
     def round_trip(self, buffers: Sequence[bytes], n: int, timeout: float | None) -> list[Any]:
         sock = self.sock
