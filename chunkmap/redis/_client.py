@@ -160,6 +160,19 @@ def pack_parts(args: Sequence[Any]) -> tuple[list[Any], int]:
     return out, total + len(small)
 
 
+def _send_rest(sock: socket.socket, parts: list[Any], sent: int) -> None:
+    """Send what a partial ``sendmsg`` of ``parts`` left, without copying the arrays."""
+    for p in parts:
+        if type(p) is not bytes:  # a C-contiguous array: its bytes (datetimes have no memoryview)
+            p = p.reshape(-1).view("u1")
+        n = len(p)
+        if sent >= n:
+            sent -= n
+            continue
+        sock.sendall(memoryview(p)[sent:])
+        sent = 0
+
+
 def check_spin(spin: Any) -> float:
     """Validate a busy-poll duration in seconds (0 = off, at most ``MAX_SPIN``)."""
     try:
@@ -259,7 +272,7 @@ class _Link:
             if self.kernel_timeout:
                 sent = sock.sendmsg(parts)
                 if sent < total:  # the socket buffer was full: send the rest
-                    sock.sendall(memoryview(b"".join(parts))[sent:])
+                    _send_rest(sock, parts, sent)
             else:
                 sock.sendall(b"".join(parts))
         except BlockingIOError:  # SO_SNDTIMEO expired

@@ -27,6 +27,7 @@ ARRAYS = {
     "datetime": np.arange(5).astype("<M8[ms]"),
     # 32 MiB: more than the socket buffers, so the single sendmsg sends part and the rest follows
     "32 MiB f8": np.random.default_rng(0).random((2048, 2048)),
+    "32 MiB datetime": np.arange(1 << 22).astype("<M8[ms]").reshape(2048, 2048),
 }
 
 
