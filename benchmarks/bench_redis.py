@@ -16,7 +16,9 @@ Then the single-request floor, 80x80 (12.8 kB), under each ``--pin`` condition, 
 and repeated ``--repeat`` times (median p50/p99 and the spread of the p50s):
 
 - ``redis-benchmark -c 1 -P 1 -d 12800 -t set,get`` (the server's own client, in C);
-- a raw-socket Python client sending a prebuilt ``SET``/``GET`` (no redis-py, no codec);
+- a raw-socket Python client sending a prebuilt ``SET``/``GET`` (no redis-py, no codec), and
+  the same ``SET`` sent after 5 us of busy work (a client that does anything between requests
+  lets the server go back to sleep first);
 - ``RedisArrayStore.put``/``get``, and the same with ``spin`` (``--spin``, seconds);
 
 where the conditions are ``none`` (no affinity), ``same`` (client, redis-benchmark and the
@@ -218,6 +220,14 @@ class RawClient:
         self.sock.sendall(self.set_cmd)
         self.sock.recv_into(self.buf)
 
+    def set_after_work(self, us: float = 5.0) -> None:
+        """``set`` after ``us`` microseconds of busy work, about what a real client does between
+        requests (store.put's own Python is ~5 us): the server has gone back to sleep by then."""
+        end = time.perf_counter() + us * 1e-6
+        while time.perf_counter() < end:
+            pass
+        self.set()
+
     def get(self) -> None:
         self.sock.sendall(self.get_cmd)
         view, got, n = self.view, 0, self.get_len
@@ -268,7 +278,7 @@ def condition(name: str, server_pid: int):
 
 
 FLOOR_MEASURES = (
-    "redis-benchmark SET", "raw socket SET", "store.put", "store.put spin",
+    "redis-benchmark SET", "raw socket SET", "raw SET after 5us work", "store.put", "store.put spin",
     "redis-benchmark GET", "raw socket GET", "store.get", "store.get spin",
 )
 
@@ -283,6 +293,7 @@ def floor_once(server, nbytes_shape, n: int, spin: float) -> dict[str, tuple[flo
     raw = RawClient(server.port, b"bench:raw", a.tobytes())
     try:
         out["raw socket SET"] = latencies_us(raw.set, n)
+        out["raw SET after 5us work"] = latencies_us(raw.set_after_work, n)
         out["raw socket GET"] = latencies_us(raw.get, n)
     finally:
         raw.close()
@@ -323,8 +334,7 @@ def run_floor(conditions, repeat: int, quick: bool, spin: float, server=None):
             p50s = [v[0] for v in vals]
             p99 = float(np.median([v[1] for v in vals]))
             p50 = float(np.median(p50s))
-            verb = what.split()[-1] if what.startswith(("redis", "raw")) else what.split(".")[1].split()[0]
-            kind = "SET" if verb in ("SET", "put") else "GET"
+            kind = "SET" if ("SET" in what or ".put" in what) else "GET"
             if what.startswith("redis-benchmark"):
                 floor[kind] = p50
             rows.append((c, what, p50, min(p50s), max(p50s), p99,
