@@ -5,7 +5,9 @@
 - checkpoint overhead: the same run with and without ``checkpoint=`` (a directory), cheap function;
 - crash isolation: one poisoned element in a chunk of 10,000 — worker restarts, elements
   re-evaluated, time against the same chunk without the poison;
-- timeout: one hung element with ``timeout=1`` — time against the same run without it.
+- timeout: one hung element with ``timeout=1`` — time against the same run without it;
+- steady throughput: the rate of the last 10% of a run's chunks against its first 10% (issue 6:
+  at least 95%; the seed's user saw it degrade as its result lists grew).
 """
 
 from __future__ import annotations
@@ -82,6 +84,44 @@ def timeout_cost(size: int) -> dict:
     return {"elements": a1.size, "clean": clean, "hung": hung, "extra": hung - clean}
 
 
+def steady_throughput(size: int, cost_ns: int) -> dict:
+    """Each chunk's rate (its elements over the seconds its worker request took), first 10% against last 10%.
+
+    The chunks are timed around :func:`chunkmap.isolation.evaluate_isolated` (request, evaluation
+    and response of one chunk); the pilot's rounds are left out, the guided tail is in.
+    """
+    from chunkmap import engine
+
+    a1, a2 = make_inputs(size)
+    set_cost(cost_ns)
+    chunkmap.run(slowlib.slow_computation, a2[:10], a1[:10], skip=slowlib.InternalError)  # start the workers
+    timings: list[tuple[int, float]] = []
+    evaluate = engine.evaluate_isolated
+
+    def timed_evaluate(inputs, *args, **kwargs):
+        started = time.perf_counter()
+        evaluation = evaluate(inputs, *args, **kwargs)
+        timings.append((len(evaluation.status), time.perf_counter() - started))
+        return evaluation
+
+    engine.evaluate_isolated = timed_evaluate
+    try:
+        result = chunkmap.run(slowlib.slow_computation, a2, a1, mask=a1 <= -1e10, skip=slowlib.InternalError)
+    finally:
+        engine.evaluate_isolated = evaluate
+        set_cost(0)
+    biggest = max(elements for elements, _ in timings)
+    main_phase = timings[next(i for i, (elements, _) in enumerate(timings) if elements == biggest):]
+    tenth = max(1, len(main_phase) // 10)
+
+    def rate(chunks: list[tuple[int, float]]) -> float:
+        return sum(elements for elements, _ in chunks) / sum(seconds for _, seconds in chunks)
+
+    first, last = rate(main_phase[:tenth]), rate(main_phase[-tenth:])
+    return {"elements": len(result.values) + len(result.failures), "cost_ns": cost_ns, "chunks": len(main_phase),
+            "first": first, "last": last, "ratio": last / first}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (for the tests)")
@@ -91,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     overhead = checkpoint_overhead(size, repeat)
     isolation = crash_isolation(10_000)
     hang = timeout_cost(100 if args.quick else 1000)
+    steady = steady_throughput(300 if args.quick else 3000, 1000)
     print("| measure | figure |")
     print("|---|---|")
     print(f"| checkpoint overhead, cost 0, {overhead['elements']:,} elements (median of {repeat}) "
@@ -100,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{isolation['clean']:.3f} s clean |")
     print(f"| one hung element, timeout=1 s, {hang['elements']:,} elements | {hang['hung']:.2f} s vs "
           f"{hang['clean']:.2f} s clean (+{hang['extra']:.2f} s) |")
+    print(f"| steady throughput, cost {steady['cost_ns'] / 1000:g} us, {steady['elements']:,} unmasked elements, "
+          f"{steady['chunks']} chunks after the pilot | first 10% of chunks {steady['first']:,.0f} elements/s, "
+          f"last 10% {steady['last']:,.0f}/s: last/first {steady['ratio']:.2f} |")
 
 
 if __name__ == "__main__":
