@@ -39,14 +39,17 @@ class RedisArrayStore:
         Store a crc32 of each array's data so that a corrupted value raises
         :class:`~chunkmap.errors.CodecError` on read (costs ~4 us per 12.8 kB on each side).
     spin : float, default 0 (off)
-        After sending a request, busy-poll the socket for its reply for up to this many seconds
-        (at most 0.01) before sleeping in a blocking read. On a machine whose idle cores sleep
-        deeply (virtual machines especially), waking the client's core when the reply arrives
-        can cost more than the request itself; ``spin=200e-6`` keeps this thread's core awake
-        for the ~50-100 us a reply takes. It burns that CPU time on every request (the loop
-        calls ``sched_yield``, so a server or another thread on the same core still runs) and
-        only pays for a client that sends single requests back to back. Used only on Linux
-        and for plain TCP or Unix sockets (not TLS).
+        After sending a request (or a batch), busy-poll the socket for the reply
+        for up to this many seconds (at most 0.01) before sleeping in a blocking read. Where
+        idle cores sleep deeply (virtual machines especially), waking the client's core for
+        the reply, and running its code on a core that was just woken, can cost more than the
+        request itself: on the project's 2-core VM ``spin=200e-6`` took a 12.8 kB ``put`` from
+        ~165 to ~75-100 us (p50) when client and server were on different cores, and changed
+        nothing when they shared one (see ``benchmarks/bench_redis.py``). The cost is CPU: the
+        calling thread polls for up to ``spin`` on every request instead of sleeping; the loop
+        calls ``sched_yield`` so that a server or another thread on the same core still runs.
+        Worth it only for a client that sends requests back to back and has a core to
+        spare. Used on Linux with TCP or Unix sockets, ignored with TLS.
     **connection_kwargs
         Passed on to :meth:`redis.ConnectionPool.from_url` (``socket_timeout``, TLS options...).
 

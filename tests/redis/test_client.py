@@ -160,3 +160,15 @@ def test_forked_children_open_their_own_connection(store):
     assert store._client._local.link is link  # the parent's connection was neither replaced ...
     np.testing.assert_array_equal(store.get("fork/parent"), np.ones(3))  # ... nor disturbed
     assert int(store.get("fork/child")[0]) == child.pid
+
+
+@pytest.mark.parametrize("spin", [0.0, 200e-6], ids=["blocking", "spin"])
+def test_unix_socket(own_server, tmp_path, spin):
+    path = tmp_path / "redis.sock"
+    server = own_server(args=["--unixsocket", str(path), "--unixsocketperm", "700"])
+    s = RedisArrayStore(f"unix://{path}?db=2", namespace="ux:", spin=spin)
+    for name in ("80x80 u2", "32 MiB f8"):
+        s.put(name, ARRAYS[name])
+        np.testing.assert_array_equal(s.get(name), ARRAYS[name])
+    assert not RedisArrayStore(server.url, namespace="ux:").exists("80x80 u2")  # db 2, not 0
+    assert s.delete_prefix() == 2
