@@ -18,7 +18,7 @@ and repeated ``--repeat`` times (median p50/p99 and the spread of the p50s):
 - ``redis-benchmark -c 1 -P 1 -d 12800 -t set,get`` (the server's own client, in C);
 - a raw-socket Python client sending a prebuilt ``SET``/``GET`` (no redis-py, no codec), and
   the same ``SET`` sent after 5 us of busy work (a client that does anything between requests
-  lets the server go back to sleep first);
+  lets the server go back to sleep first), and with the same busy-poll as ``spin``;
 - ``RedisArrayStore.put``/``get``, and the same with ``spin`` (``--spin``, seconds);
 
 where the conditions are ``none`` (no affinity), ``same`` (client, redis-benchmark and the
@@ -228,6 +228,20 @@ class RawClient:
             pass
         self.set()
 
+    def set_spin(self, spin: float) -> None:
+        """``set``, polling for the reply for up to ``spin`` seconds (as ``RedisArrayStore(spin=)``)."""
+        self.sock.sendall(self.set_cmd)
+        end = time.perf_counter() + spin
+        while True:
+            try:
+                self.sock.recv_into(self.buf, 0, socket.MSG_DONTWAIT)
+                return
+            except BlockingIOError:
+                if time.perf_counter() >= end:
+                    break
+                os.sched_yield()
+        self.sock.recv_into(self.buf)
+
     def get(self) -> None:
         self.sock.sendall(self.get_cmd)
         view, got, n = self.view, 0, self.get_len
@@ -278,7 +292,8 @@ def condition(name: str, server_pid: int):
 
 
 FLOOR_MEASURES = (
-    "redis-benchmark SET", "raw socket SET", "raw SET after 5us work", "store.put", "store.put spin",
+    "redis-benchmark SET", "raw socket SET", "raw SET after 5us work", "raw socket SET spin", "store.put",
+    "store.put spin",
     "redis-benchmark GET", "raw socket GET", "store.get", "store.get spin",
 )
 
@@ -294,6 +309,7 @@ def floor_once(server, nbytes_shape, n: int, spin: float) -> dict[str, tuple[flo
     try:
         out["raw socket SET"] = latencies_us(raw.set, n)
         out["raw SET after 5us work"] = latencies_us(raw.set_after_work, n)
+        out["raw socket SET spin"] = latencies_us(lambda: raw.set_spin(spin), n)
         out["raw socket GET"] = latencies_us(raw.get, n)
     finally:
         raw.close()
