@@ -19,7 +19,8 @@ and repeated ``--repeat`` times (median p50/p99 and the spread of the p50s):
 - a raw-socket Python client sending a prebuilt ``SET``/``GET`` (no redis-py, no codec), and
   the same ``SET`` sent after 5 us of busy work (a client that does anything between requests
   lets the server go back to sleep first), and with the same busy-poll as ``spin``;
-- ``RedisArrayStore.put``/``get``, and the same with ``spin`` (``--spin``, seconds);
+- ``RedisArrayStore.put``/``get``, the same with ``spin`` (``--spin``, seconds), and over the
+  server's Unix socket instead of TCP loopback;
 
 where the conditions are ``none`` (no affinity), ``same`` (client, redis-benchmark and the
 server's threads on one core), ``split`` (server on one core, client on another) and the opt-in
@@ -293,8 +294,8 @@ def condition(name: str, server_pid: int):
 
 FLOOR_MEASURES = (
     "redis-benchmark SET", "raw socket SET", "raw SET after 5us work", "raw socket SET spin", "store.put",
-    "store.put spin",
-    "redis-benchmark GET", "raw socket GET", "store.get", "store.get spin",
+    "store.put spin", "store.put unix",
+    "redis-benchmark GET", "raw socket GET", "store.get", "store.get spin", "store.get unix",
 )
 
 
@@ -313,11 +314,14 @@ def floor_once(server, nbytes_shape, n: int, spin: float) -> dict[str, tuple[flo
         out["raw socket GET"] = latencies_us(raw.get, n)
     finally:
         raw.close()
-    for label, kw in (("store", {}), ("store spin", {"spin": spin})):
-        with RedisArrayStore(server.url, namespace="bench:", **kw) as store:
+    unix = os.path.join(server.dir, "redis.sock")
+    stores = [("", server.url, {}), (" spin", server.url, {"spin": spin})]
+    if os.path.exists(unix):
+        stores.append((" unix", f"unix://{unix}?db=0", {}))
+    for suffix, url, kw in stores:
+        with RedisArrayStore(url, namespace="bench:", **kw) as store:
             store.put("floor", a)
             assert np.array_equal(store.get("floor"), a)
-            suffix = " spin" if kw else ""
             out["store.put" + suffix] = latencies_us(lambda: store.put("floor", a), n)
             out["store.get" + suffix] = latencies_us(lambda: store.get("floor"), n)
     return out
@@ -330,7 +334,9 @@ def run_floor(conditions, repeat: int, quick: bool, spin: float, server=None):
     conditions = [c for c in conditions if not (c in ("split",) and ncpu < 2)]
     own = server is None
     if own:
-        server = RedisServer().start()
+        server = RedisServer()
+        server.extra += ["--unixsocket", os.path.join(server.dir, "redis.sock"), "--unixsocketperm", "700"]
+        server.start()
     try:
         runs: dict[str, list[dict[str, tuple[float, float]]]] = {c: [] for c in conditions}
         for _ in range(repeat):  # interleaved, so that a noisy minute spreads over every condition
