@@ -222,14 +222,19 @@ def _pilot(
 
     head: list[int] = []
     rounds: list[tuple[int, float]] = []
+    tasks: list[tuple[int, float, float]] = []
     per_task = 1
     while not head or head[-1] < plan.unmasked:
         done = head[-1] if head else 0
         ends = sorted({min(done + per_task * (i + 1), plan.unmasked) for i in range(scheduler.workers)})
         chunks = plan.head_chunks(head + ends)[len(head):]
-        started = time.perf_counter()
-        execute(plan.source, chunks, execution, scheduler, deliver)
-        rounds.append((per_task, time.perf_counter() - started))
+        outputs: list[ChunkOutput] = []
+        execute(plan.source, chunks, execution, scheduler, outputs.append)
+        for output in outputs:
+            deliver(output)
+        if rounds:  # the first round warms up (worker start, imports)
+            tasks += [(len(o.flat_index), o.seconds, o.evaluation.seconds) for o in outputs]
+        rounds.append((per_task, max(output.seconds for output in outputs)))
         head += ends
         if sizing.measured(rounds):
             break
@@ -237,7 +242,7 @@ def _pilot(
     remaining = plan.unmasked - head[-1]
     if not remaining:
         return head, plan.unmasked  # the pilot did everything
-    per_call, overhead = sizing.fit(rounds[1:] or rounds)
+    per_call, overhead = sizing.fit(tasks or [(len(o.flat_index), o.seconds, o.evaluation.seconds) for o in outputs])
     return head, sizing.auto_chunk_size(per_call, overhead, remaining, scheduler.workers)
 
 

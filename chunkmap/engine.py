@@ -18,6 +18,7 @@ progress and checkpoint).
 from __future__ import annotations
 
 import re
+import time
 import uuid
 import threading
 from dataclasses import dataclass, field
@@ -243,6 +244,7 @@ class LocalTask:
 
 
 def _evaluate_isolated(chunk: Chunk, source: ArraySource, execution: Execution, pool: Any) -> ChunkOutput:
+    started = time.perf_counter()
     if source.readable_elsewhere():  # files (and small arrays): each worker reads its own slice
         flat_index = source.flat_index(chunk.start, chunk.stop)
         inputs = SourceInputs(source, chunk.start, chunk.stop)
@@ -254,7 +256,7 @@ def _evaluate_isolated(chunk: Chunk, source: ArraySource, execution: Execution, 
                                        execution.timeout, execution.cancelled, execution.progress)
     except ElementFailure as failure:
         raise failure.to_element_error(int(flat_index[failure.position]), source.shape) from failure.__cause__
-    return ChunkOutput(chunk.index, flat_index, evaluation)
+    return ChunkOutput(chunk.index, flat_index, evaluation, time.perf_counter() - started)
 
 
 def _remote_task(chunk: Chunk, source: Source, execution: Execution) -> ChunkOutput:

@@ -10,6 +10,7 @@ isolated worker processes of :mod:`chunkmap.workers`.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -58,11 +59,14 @@ class Evaluation:
     failures : FailureRecords
         One record per failing element (position, exception type, message), in order; its kind
         is its status.
+    seconds : float
+        Time spent in the per-element loop (calling ``func``), without any transfer.
     """
 
     status: np.ndarray
     values: np.ndarray
     failures: FailureRecords = field(default_factory=FailureRecords.empty)
+    seconds: float = 0.0
 
     @classmethod
     def join(cls, parts: Sequence[tuple[int, Evaluation]], length: int) -> Evaluation:
@@ -76,7 +80,7 @@ class Evaluation:
         with_values = [part.values for _, part in parts if len(part.values)]
         values = np.concatenate(with_values) if with_values else np.empty(0, np.float64)
         failures = FailureRecords.concat([part.failures for _, part in parts], [offset for offset, _ in parts])
-        return cls(status, values, failures)
+        return cls(status, values, failures, sum(part.seconds for _, part in parts))
 
 
 class ElementFailure(Exception):
@@ -130,12 +134,14 @@ def evaluate_columns(
     call = functools.partial(func, **kwargs) if kwargs else func
     columns = tuple(_loopable(column) for column in columns)
     skip = skip if isinstance(skip, tuple) else (skip,)
+    started = time.perf_counter()
     values, status, failures, error = run_to_end(call, columns, skip, heartbeat=heartbeat)
+    seconds = time.perf_counter() - started
     if error is not None:
         position, exc = error
         inputs = tuple(column[position].item() for column in columns)
         raise ElementFailure(position, inputs, type(exc).__name__, _message(exc)) from exc
-    return Evaluation(status, values, FailureRecords.from_tuples(failures))
+    return Evaluation(status, values, FailureRecords.from_tuples(failures), seconds)
 
 
 def _loopable(column: np.ndarray) -> np.ndarray:
@@ -156,11 +162,16 @@ def _message(exc: BaseException) -> str:
 
 @dataclass
 class ChunkOutput:
-    """What one chunk produced: its unmasked flat indices and their evaluation."""
+    """What one chunk produced: its unmasked flat indices and their evaluation.
+
+    ``seconds`` is how long the chunk took where it ran, reading its inputs included (0 when
+    not timed, e.g. read back from a checkpoint); the pilot of ``chunks="auto"`` fits on it.
+    """
 
     index: int
     flat_index: np.ndarray
     evaluation: Evaluation
+    seconds: float = 0.0
 
 
 def evaluate(
@@ -188,10 +199,11 @@ def evaluate(
     >>> output.evaluation.values.tolist(), list(output.evaluation.failures)
     ([4.0, 2.0], [(2, 'ZeroDivisionError', 'float division by zero')])
     """
+    started = time.perf_counter()
     flat_index, columns = source.gather(start, stop)
     try:
         evaluation = evaluate_columns(func, columns, skip, kwargs)
     except ElementFailure as failure:
         error = failure.to_element_error(int(flat_index[failure.position]), source.shape)
         raise error from failure.__cause__
-    return ChunkOutput(index, flat_index, evaluation)
+    return ChunkOutput(index, flat_index, evaluation, time.perf_counter() - started)

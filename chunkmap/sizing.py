@@ -1,11 +1,13 @@
 """How big the chunks of ``chunks="auto"`` are: from a timed pilot of the function on real elements.
 
 numpy-free arithmetic, no scheduler. A run starts with pilot rounds: each round gives every
-worker one chunk of ``k`` elements (``k`` = 1, 8, 64, ...) and is timed; the rounds stop when one
-takes :data:`PILOT_SECONDS` (the first round aside). Their results are kept, so the pilot costs no extra calls, and all
+worker one chunk of ``k`` elements (``k`` = 1, 8, 64, ...) and is timed by its slowest chunk,
+measured where the chunk ran (so the cost of starting and ending a round, which the rest of the
+run pays once, is left out); the rounds stop when one takes :data:`PILOT_SECONDS` (the first
+round aside). Their results are kept, so the pilot costs no extra calls, and all
 workers are busy during it. The first round only warms up (imports, starting worker processes);
-from the others, a round of ``k`` elements per task takes ``o + k * t`` where ``t`` is the
-function's time per call and ``o`` the scheduling overhead per task, and the last two give both.
+the others give the function's time per call ``t`` (timed around the per-element loop itself) and
+the overhead per task ``o`` (the rest of each task's time), see :func:`fit`.
 The rest of the run is then cut into chunks of :func:`auto_chunk_size` elements, the last ones
 shrinking so that the workers finish together (:func:`chunkmap.plan.layout_ends`).
 """
@@ -53,22 +55,26 @@ def measured(rounds: Sequence[tuple[int, float]]) -> bool:
     return len(rounds) >= 3 and seconds >= PILOT_SECONDS and seconds >= 2 * rounds[-2][1]
 
 
-def fit(rounds: Sequence[tuple[int, float]]) -> tuple[float, float]:
-    """Seconds per call ``t`` and per-task overhead ``o`` from ``(elements per task, seconds)`` rounds.
+def fit(tasks: Sequence[tuple[int, float, float]]) -> tuple[float, float]:
+    """Seconds per call ``t`` and per-task overhead ``o`` from pilot tasks.
+
+    Each task is ``(elements, seconds, loop seconds)``: how long it took where it ran, and how
+    much of that the per-element loop took. ``t`` is the loop time per element over all tasks
+    (the big ones dominate); ``o`` the median of what each task spent outside its loop (reading
+    and sending its inputs, its result): medians and sums, so that one hiccup on a busy machine
+    does not skew the chunk size.
 
     Examples
     --------
-    >>> t, o = fit([(8, 0.0010 + 8e-6), (64, 0.0010 + 64e-6)])
+    >>> t, o = fit([(8, 0.0010 + 8e-6, 8e-6), (64, 0.0012 + 64e-6, 64e-6), (64, 0.0090 + 64e-6, 64e-6)])
     >>> round(t * 1e6, 3), round(o * 1e3, 3)
-    (1.0, 1.0)
+    (1.0, 1.2)
     """
-    elements, seconds = rounds[-1]
-    if len(rounds) == 1:
-        return seconds / elements, 0.0
-    before, seconds_before = rounds[-2]
-    per_call = (seconds - seconds_before) / (elements - before)
-    per_call = max(per_call, 0.01 * seconds / elements)  # timing noise must not make calls free
-    return per_call, max(seconds_before - before * per_call, 0.0)
+    elements = sum(count for count, _, _ in tasks)
+    per_call = sum(loop for _, _, loop in tasks) / max(elements, 1)
+    outside = sorted(max(seconds - loop, 0.0) for _, seconds, loop in tasks)
+    overhead = outside[len(outside) // 2] if outside else 0.0
+    return per_call, overhead
 
 
 def auto_chunk_size(per_call: float, overhead: float, remaining: int, workers: int) -> int:
