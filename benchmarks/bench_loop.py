@@ -19,6 +19,9 @@ Contenders, each with ``skip=(slowlib.InternalError,)``, best of R runs (R=3, 2 
 - ``+heartbeat`` -> the compiled loop writing ``heartbeat[0] = i`` before every call.
 
 Reported: ns per element and the speed-up over ``serial`` (serial time / contender time).
+Then the GIL toll of threads: the compiled loop over ``slow_computation`` (holds the GIL) and
+``slow_computation_nogil`` (releases it around each call) at cost 0 and 1 us, in one thread and in
+two threads at once (each with its own N elements): calls per second in all.
 All contenders must return the same values. Timings on a loaded machine are provisional:
 the 1-minute load average is printed with the table.
 """
@@ -30,12 +33,14 @@ import json
 import operator
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from chunkmap.kernel import evaluate_columns
 from chunkmap.loop import compiled_loop, python_loop
 from chunkmap.stub import slowlib
 
@@ -92,6 +97,27 @@ def bench_one(name: str, func: Callable, dtype: type, x: np.ndarray, y: np.ndarr
     return row
 
 
+def threads_toll(n: int) -> list[dict[str, Any]]:
+    """Calls/s of the compiled loop in 1 and in 2 threads, GIL-holding and GIL-releasing functions."""
+    rows = []
+    x, y = np.random.default_rng(1).random(n), np.random.default_rng(2).random(n)
+    for cost in (0, 1000):
+        slowlib.set_cost_ns(cost)
+        for func in (slowlib.slow_computation, slowlib.slow_computation_nogil):
+            rates = {}
+            for threads in (1, 2):
+                workers = [threading.Thread(target=evaluate_columns, args=(func, [x, y], (slowlib.InternalError,)))
+                           for _ in range(threads)]
+                started = time.perf_counter()
+                for worker in workers:
+                    worker.start()
+                for worker in workers:
+                    worker.join()
+                rates[threads] = threads * n / (time.perf_counter() - started)
+            rows.append({"cost_ns": cost, "func": func.__name__, "one": rates[1], "two": rates[2]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100,000 elements, 2 runs")
@@ -114,6 +140,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             bench_one("python function", lambda a, b: a + b, np.float64, x, y, repeat),
             bench_one("operator.add", operator.add, np.float64, x, y, repeat),
         ]
+        toll = threads_toll(n // 4)
     finally:
         slowlib.set_cost_ns(cost)
 
@@ -129,9 +156,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         cells = [f"{row[k]:8.1f} ({row['x ' + k]:4.2f}x)" for k in ("python", "compiled",
                                                                    "heartbeat")]
         print(f"{row['func']:<16} {row['serial']:8.1f} " + " ".join(f"{c:>18}" for c in cells))
+    print(f"\nthreads: compiled loop, {n // 4:,} elements per thread, M calls/s in all")
+    print(f"{'cost':>6} {'function':<24} {'1 thread':>9} {'2 threads':>10}")
+    for row in toll:
+        print(f"{row['cost_ns'] / 1000:>4g}us {row['func']:<24} {row['one'] / 1e6:9.2f} {row['two'] / 1e6:10.2f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"n": n, "repeat": repeat, "load": load, "rows": rows}, fh, indent=1)
+            json.dump({"n": n, "repeat": repeat, "load": load, "rows": rows, "threads": toll}, fh, indent=1)
     return rows
 
 
