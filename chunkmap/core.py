@@ -233,7 +233,7 @@ def _pilot(
         for output in outputs:
             deliver(output)
         if rounds:  # the first round warms up (worker start, imports)
-            tasks += [(len(o.flat_index), o.seconds, o.evaluation.seconds) for o in outputs]
+            tasks += _timings(outputs)
         rounds.append((per_task, max(output.seconds for output in outputs)))
         head += ends
         if sizing.measured(rounds):
@@ -242,8 +242,13 @@ def _pilot(
     remaining = plan.unmasked - head[-1]
     if not remaining:
         return head, plan.unmasked  # the pilot did everything
-    per_call, overhead = sizing.fit(tasks or [(len(o.flat_index), o.seconds, o.evaluation.seconds) for o in outputs])
+    per_call, overhead = sizing.fit(tasks or _timings(outputs))
     return head, sizing.auto_chunk_size(per_call, overhead, remaining, scheduler.workers)
+
+
+def _timings(outputs: list[ChunkOutput]) -> list[tuple[int, float, float]]:
+    """``(elements, seconds, loop seconds)`` of each output, as :func:`chunkmap.sizing.fit` takes them."""
+    return [(len(output.flat_index), output.seconds, output.evaluation.seconds) for output in outputs]
 
 
 def _skip_tuple(skip: Any) -> tuple[type[BaseException], ...]:
