@@ -98,27 +98,12 @@ class Packer:
         self.out: list[bytes] = []
 
     def command(self, args: Sequence[Any]) -> None:
-        """Add one command; a ``(header, data)`` argument is sent as one bulk string."""
-        parts = self.parts
-        parts.append(b"*%d\r\n" % len(args))
-        size = self.size
-        for a in args:
-            if type(a) is tuple:  # (header, data) from chunkmap.codec.encode_parts
-                header, data = a
-                n = len(header) + data.nbytes
-                parts.append(b"$%d\r\n" % n)
-                parts.append(header)
-                parts.append(data)
-                parts.append(_CRLF)
-                size += n + 16
-            else:
-                b = _arg(a)
-                parts.append(b"$%d\r\n" % len(b))
-                parts.append(b)
-                parts.append(_CRLF)
-                size += len(b) + 16
-        self.size = size
-        if size >= _FLUSH:
+        """Add one command (encoded by :func:`pack_parts`); a ``(header, data)`` argument is sent
+        as one bulk string."""
+        pieces, size = pack_parts(args)
+        self.parts.extend(pieces)
+        self.size += size
+        if self.size >= _FLUSH:
             self.flush()
 
     def flush(self) -> None:
