@@ -36,16 +36,8 @@ from .header import NpyHeader, read_header
 
 __all__ = ["NpyReader"]
 
-_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _BLOCK = 1 << 22  # bytes read at once when gathering Fortran-order rows
 _GAP = 1 << 16  # above this many bytes between runs, read each run on its own
-
-
-def _open(path: str) -> int:
-    try:
-        return os.open(path, _FLAGS)
-    except FileNotFoundError:
-        raise _missing(path) from None
 
 
 def _bytes(arr: np.ndarray):
@@ -64,14 +56,11 @@ def _truncated(path: str, offset: int) -> NpyFormatError:
     )
 
 
-def _pread_into(fd: int, buf, want: int, offset: int, path: str) -> None:
-    """Fill the ``want`` bytes of ``buf`` from ``offset``; a short file is a format error."""
-    done = os.preadv(fd, [buf], offset)
-    while done < want:  # rare: a signal or a huge read
-        n = os.preadv(fd, [memoryview(buf).cast("B")[done:]], offset + done)
-        if n == 0:
-            raise _truncated(path, offset + done)
-        done += n
+def _pread_exact(fd: int, buf, want: int, offset: int, path: str) -> None:
+    """Fill the ``want`` bytes of ``buf`` from ``offset`` of ``fd``; a short file is a format error."""
+    got = _io.pread_fd(fd, buf, offset)
+    if got != want:
+        raise _truncated(path, offset + got)
 
 
 class NpyReader:
@@ -232,18 +221,21 @@ class NpyReader:
         tmp = np.empty((runs, length), dt)  # tmp[m] = elements start..stop of run m
         if tmp.size:
             base = h.data_offset + start * isz
-            fd = _open(self.path)
+            try:
+                fd = _io.open_ro(self._bpath)
+            except FileNotFoundError:
+                raise _missing(self.path) from None
             try:
                 if (n - length) * isz > _GAP:
                     for m in range(runs):
-                        _pread_into(fd, _bytes(tmp[m]), length * isz, base + m * n * isz, self.path)
+                        _pread_exact(fd, _bytes(tmp[m]), length * isz, base + m * n * isz, self.path)
                 else:
                     per = max(1, _BLOCK // (n * isz))
                     buf = bytearray(((min(per, runs) - 1) * n + length) * isz)
                     for m0 in range(0, runs, per):
                         k = min(per, runs - m0)
                         span = memoryview(buf)[: ((k - 1) * n + length) * isz]
-                        _pread_into(fd, span, len(span), base + m0 * n * isz, self.path)
+                        _pread_exact(fd, span, len(span), base + m0 * n * isz, self.path)
                         tmp[m0 : m0 + k] = np.ndarray((k, length), dt, span, 0, (n * isz, isz))
             finally:
                 os.close(fd)
