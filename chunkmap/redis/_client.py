@@ -261,13 +261,13 @@ class _Link:
             else:
                 sock.sendall(b"".join(parts))
         except BlockingIOError:  # SO_SNDTIMEO expired
-            raise _RedisTimeoutError(f"timeout writing to the socket (socket_timeout={self.timeout} s)") from None
+            raise _RedisTimeoutError(self._timeout_message("writing to")) from None
         if self.spin:
             return self.read(1)[0]
         try:  # the usual case, inline: the whole reply in one recv_into
             got = sock.recv_into(self.buf)
         except BlockingIOError:  # SO_RCVTIMEO expired
-            raise _RedisTimeoutError(self._timeout_message()) from None
+            raise _RedisTimeoutError(self._timeout_message("reading from")) from None
         if not got:
             raise _RedisConnectionError("connection closed by the server")
         reader = self.reader
@@ -285,7 +285,7 @@ class _Link:
             for b in buffers:
                 sock.sendall(b)
         except BlockingIOError:  # SO_SNDTIMEO expired
-            raise _RedisTimeoutError(f"timeout writing to the socket (socket_timeout={self.timeout} s)") from None
+            raise _RedisTimeoutError(self._timeout_message("writing to")) from None
         if timeout is None:
             return self.read(n)
         self._set_read_timeout(timeout)
@@ -308,7 +308,7 @@ class _Link:
                     try:
                         got = sock.recv_into(buf)
                     except BlockingIOError:  # SO_RCVTIMEO expired
-                        raise _RedisTimeoutError(self._timeout_message()) from None
+                        raise _RedisTimeoutError(self._timeout_message("reading from")) from None
                 if not got:
                     raise _RedisConnectionError("connection closed by the server")
                 reader.feed(buf, 0, got)
@@ -332,10 +332,10 @@ class _Link:
         try:
             return sock.recv_into(buf)
         except BlockingIOError:
-            raise _RedisTimeoutError(self._timeout_message()) from None
+            raise _RedisTimeoutError(self._timeout_message("reading from")) from None
 
-    def _timeout_message(self) -> str:
-        return f"timeout reading from the socket (socket_timeout={self.timeout} s)"
+    def _timeout_message(self, doing: str) -> str:
+        return f"timeout {doing} the socket (socket_timeout={self.timeout} s)"
 
 
 class Client:
