@@ -58,10 +58,8 @@ def folder(tmp_path):
 
 
 # -- the two implementations of pread_path / pread_fd ------------------------------------------
-@pytest.mark.parametrize("which", IMPLS)
-def test_pread_functions_same_contract(tmp_path, fd_count, which):
-    pread_path = _io.c_pread_path if which == "c" else _io.py_pread_path
-    pread_fd = _io.c_pread_fd if which == "c" else _io.py_pread_fd
+def test_pread_functions_same_contract(tmp_path, fd_count, impl):
+    pread_path, pread_fd = _io.pread_path, _io.pread_fd
     p = tmp_path / "f.bin"
     p.write_bytes(bytes(range(100)))
     bp = os.fsencode(p)
@@ -291,13 +289,11 @@ def test_busy_descriptor_is_closed_by_its_last_reader(tmp_path, fd_count, monkey
         pool.pread(os.fsencode(tmp_path / "a"), buf, 0)
 
 
-@pytest.mark.parametrize("which", IMPLS)
-def test_entry_functions(tmp_path, fd_count, which):
+def test_entry_functions(tmp_path, fd_count, impl):
     """pool_read / entry_evict: idle entries close at eviction, busy ones at their last read."""
     from collections import OrderedDict
 
-    pool_read = _io.c_pool_read if which == "c" else _io.py_pool_read
-    evict = _io.c_entry_evict if which == "c" else _io.py_entry_evict
+    pool_read, evict = _io.pool_read, _io.entry_evict
     p = tmp_path / "f"
     p.write_bytes(bytes(range(50)))
     bp = os.fsencode(p)
