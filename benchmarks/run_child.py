@@ -78,26 +78,24 @@ def main(argv=None) -> int:
     if sys.stdin.readline().strip() != "go":
         return 2
 
+    def timed(phase: str, call) -> tuple[float, dict]:
+        """Wall time of ``call()`` between the phase's start and end events, and its output's digest."""
+        send("start", phase=phase)
+        t0 = time.perf_counter()
+        out = call()
+        t1 = time.perf_counter()
+        send("end", phase=phase)
+        return t1 - t0, digest(out)
+
+    def first_call():
+        contender.open()  # pool or cluster start-up is part of the cold call
+        return contender(a1, a2)
+
     result: dict = {"name": args.name}
-    send("start", phase="cold")
-    t0 = time.perf_counter()
-    contender.open()
-    out = contender(a1, a2)
-    t1 = time.perf_counter()
-    send("end", phase="cold")
-    result["wall_cold"] = t1 - t0
-    result["digest"] = digest(out)
-    del out
+    result["wall_cold"], result["digest"] = timed("cold", first_call)
     gc.collect()
     if contender.parallel and not args.no_warm:
-        send("start", phase="warm")
-        t0 = time.perf_counter()
-        out = contender(a1, a2)
-        t1 = time.perf_counter()
-        send("end", phase="warm")
-        result["wall_warm"] = t1 - t0
-        result["digest_warm"] = digest(out)
-        del out
+        result["wall_warm"], result["digest_warm"] = timed("warm", lambda: contender(a1, a2))
     contender.close()
     send("result", **result)
     return 0

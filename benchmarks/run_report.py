@@ -11,6 +11,11 @@ def _kind(name: str) -> str:
     return CONTENDERS[name].kind
 
 
+def _display(name: str) -> str:
+    """The contender's name as the tables show it: chunkmap's in bold."""
+    return f"**{name}**" if _kind(name) == "chunkmap" else name
+
+
 def add_ratios(report: dict) -> None:
     """Add throughput, ratios, efficiency and memory ratios to every row, in place.
 
@@ -79,9 +84,7 @@ def markdown(report: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in c["rows"]:
-            name = r["contender"]
-            if _kind(name) == "chunkmap":
-                name = f"**{name}**"
+            name = _display(r["contender"])
             if r["status"] != "ok":
                 lines.append(f"| {name} | {r['status']} | | | | | | "
                              f"{_f(r.get('mem_peak_delta_MB'), '.0f')} MB | |")
@@ -158,9 +161,7 @@ def _memory_table(report: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for r in c["rows"]:
-        name = r["contender"]
-        if _kind(name) == "chunkmap":
-            name = f"**{name}**"
+        name = _display(r["contender"])
         wall = f"{r['wall_cold']:.1f} s" if r["status"] == "ok" else r["status"]
         agrees = {True: "yes", False: "NO"}[bool(r.get("agrees"))] if r["status"] == "ok" else ""
         lines.append(
