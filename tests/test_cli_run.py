@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -20,6 +21,15 @@ from chunkmap.stub import slowlib
 
 STUB = "chunkmap.stub.slowlib"
 
+
+def interrupt_when(process: subprocess.Popen, ready: Callable[[], bool], wait: float = 60) -> str:
+    """Send Ctrl-C (SIGINT) to ``process`` once ``ready()`` (or it ended, or ``wait`` s passed); its stderr."""
+    deadline = time.monotonic() + wait
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    return stderr
 
 def run_cli(*args: str, cwd=None, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "chunkmap", "run", *map(str, args)], capture_output=True, text=True,
@@ -185,11 +195,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_a_rerun_resumes(tmp_path, inputs):
     args = [sys.executable, "-m", "chunkmap", "run", "napping:slow", "a2.npy", "a1.npy", "--mask", "in2 <= -1e10",
             "--skip", f"{STUB}:InternalError", "--chunks", "40", "--checkpoint", "ck", "-o", "out.npz"]
     process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while len(list((tmp_path / "ck").rglob("chunk-*"))) < 3 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    stderr = interrupt_when(process, lambda: len(list((tmp_path / "ck").rglob("chunk-*"))) >= 3)
     assert process.returncode == 130, stderr
     assert stderr.strip() == "chunkmap: interrupted; finished chunks are kept in the checkpoint ck"
     assert not (tmp_path / "out.npz").exists()
@@ -249,11 +255,7 @@ def test_ctrl_c_exits_130(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros(10_000))  # 100 s of naps
     process = subprocess.Popen([sys.executable, "-m", "chunkmap", "run", "sleepy:nap", "a.npy", "--scheduler", "sync",
                                 "-o", "out.npz"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "started").exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    stderr = interrupt_when(process, (tmp_path / "started").exists)
     assert process.returncode == 130, stderr
     assert stderr.strip() == "chunkmap: interrupted"
     assert not (tmp_path / "out.npz").exists()
