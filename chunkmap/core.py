@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import sizing
-from .checkpoint import Checkpoint, fingerprint, open_store
-from .errors import NotCallableError, OptionError
+from .checkpoint import Checkpoint, RunCheckpoint, run_identity
+from .checkpoint.run import describe
+from .errors import CheckpointWarning, NotCallableError, OptionError
 from .kernel import ChunkOutput
 from .outputs import Outputs
 from .plan import Plan, make_plan
@@ -83,12 +85,18 @@ def run(
         installed; ``True`` always (it needs the ``progress`` extra); ``False`` never; a
         callable is called with ``(done, total, failed)`` after every change. Counts are
         unmasked elements; they only grow, also when a range is re-run after a crash.
-    checkpoint : str, path or store, optional
+    checkpoint : str, path, store or chunkmap.Checkpoint, optional
         Persist every finished chunk there (a directory, or a ``redis://`` URL) and reuse
         finished chunks when the same call runs again: after a crash, a kill or Ctrl-C, the
         rerun computes only the rest and returns the same result as an uninterrupted run.
-        Runs are told apart by a fingerprint of ``func``, ``kwargs``, ``skip``, the inputs'
-        contents and the mask; a different call starts a fresh run beside the old one.
+        Runs are told apart by their identity: the function's code and bound state, ``kwargs``,
+        ``skip``, ``timeout``, an explicit ``chunks``, the inputs' contents and the mask (see
+        :mod:`chunkmap.checkpoint.identity`; ``chunkmap.Checkpoint(location, name=...)`` names
+        the function yourself). A different call starts a fresh run beside the old one, with a
+        :class:`~chunkmap.errors.CheckpointWarning` saying what differs; stored records that do
+        not prove they belong to this run are computed again (``result.stats.rejected``). The
+        same call running elsewhere at the moment raises
+        :class:`~chunkmap.errors.CheckpointBusyError`.
     timeout : float, optional
         Seconds one call may take. A call that runs longer is recorded in ``result.failures``
         with kind ``"timeout"``, its worker process is replaced and the run goes on. Needs a
@@ -119,6 +127,10 @@ def run(
         An unknown scheduler, or no scheduler at the address (``SchedulerUnreachableError``).
     chunkmap.errors.ElementError
         ``func`` raised an exception not listed in ``skip``.
+    chunkmap.errors.CheckpointError
+        The checkpoint cannot be written or trusted (a full disk, a corrupt manifest), another
+        live run holds it (``CheckpointBusyError``), or ``func`` cannot be fingerprinted
+        (``IdentityError``).
 
     Examples
     --------
@@ -141,18 +153,20 @@ def run(
     from .engine import Execution, resolve_scheduler  # dask loads on the first run, not on import
 
     execution = Execution(func, _skip_tuple(skip), _kwargs_mapping(kwargs), _timeout(timeout))
-    store = open_store(checkpoint) if checkpoint is not None else None
+    location = Checkpoint.of(checkpoint) if checkpoint is not None else None
     with resolve_scheduler(scheduler, client) as resolved:
         plan = make_plan(arrays, mask=mask, chunks=chunks, workers=resolved.workers)
-        saved = None
-        if store is not None:
-            saved = Checkpoint(store, fingerprint(func, plan.source, execution.skip, execution.kwargs, chunks))
-        reporter = make_progress(progress, plan.unmasked)
+        saved = _open_checkpoint(location, plan, execution, chunks) if location is not None else None
+        reporter = None
         try:
+            reporter = make_progress(progress, plan.unmasked)
             result, resumed = _execute(plan, chunks == "auto", execution, resolved, saved, reporter)
         finally:
             if reporter is not None:
                 reporter.close()
+            if saved is not None:
+                saved.close()
+                _show(saved)
     wall_time = time.perf_counter() - started
     calls = len(result.values) + len(result.failures) - resumed
     result.stats = Stats(
@@ -163,8 +177,22 @@ def run(
         wall_time=wall_time,
         rate=calls / wall_time if wall_time > 0 else float(calls),
         resumed=resumed,
+        rejected=saved.rejected if saved is not None else 0,
     )
     return result
+
+
+def _open_checkpoint(location: Checkpoint, plan: Plan, execution: Execution, chunks: int | str) -> RunCheckpoint:
+    """Identify the run and take its lease in the location's store."""
+    identity = run_identity(execution.func, plan.source, execution.skip, execution.kwargs, execution.timeout,
+                            chunks if chunks != "auto" else "auto", name=location.name)
+    return RunCheckpoint(location.store, identity, describe(execution.func, plan))
+
+
+def _show(saved: RunCheckpoint) -> None:
+    """Warn with the checkpoint's notices so far (in the caller's thread), once each."""
+    while saved.notices:
+        warnings.warn(saved.notices.pop(0), CheckpointWarning, stacklevel=3)
 
 
 def _execute(
@@ -180,18 +208,18 @@ def _execute(
 
     if reporter is not None:
         execution.progress = reporter.advance
-    layout = saved.layout() if saved is not None else None
+    layout = saved.stored_layout() if saved is not None else None
     pilot_outputs: list[ChunkOutput] = []
     if layout is not None:
         plan = plan.with_layout(*layout)
     elif auto and plan.unmasked:
         plan = plan.with_layout(*_pilot(plan, execution, scheduler, pilot_outputs.append), scheduler.workers)
+    resumed: list[ChunkOutput] = []
     if saved is not None:
-        description = {"func": repr(execution.func), "shape": list(plan.shape), "elements": plan.elements,
-                       "unmasked": plan.unmasked}
-        saved.start(plan.head, plan.chunk_size, plan.tail, description)
+        saved.begin(plan)
+        resumed = saved.resume(plan, lambda chunk: plan.source.flat_index(chunk.start, chunk.stop))
+        _show(saved)
     outputs = Outputs(plan.shape, plan.chunks)
-    resumed = list(saved.load()) if saved is not None else []
     for output in resumed:
         outputs.add(output)
     if reporter is not None:
@@ -200,7 +228,7 @@ def _execute(
     def deliver(output: ChunkOutput) -> None:
         outputs.add(output)
         if saved is not None:
-            saved.save(output)
+            saved.save(output, plan.chunks[output.index])
         if reporter is not None:
             reporter.fail(len(output.evaluation.failures))
 
@@ -208,6 +236,8 @@ def _execute(
         deliver(output)
     remaining = [chunk for chunk in plan.chunks if not outputs.completed[chunk.index]]
     execute(plan.source, remaining, execution, scheduler, deliver)
+    if saved is not None:
+        saved.finish()
     return outputs.result(), sum(len(output.flat_index) for output in resumed)
 
 

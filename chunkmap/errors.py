@@ -21,6 +21,9 @@ class also derives from the builtin exception a caller would naturally catch, so
     ├── StoreError                             an array store (Redis) failed
     │   ├── StoreConnectionError(ConnectionError)   the store's server cannot be reached
     │   └── MissingKeyError(KeyError)          no array under that key
+    ├── CheckpointError(OSError)               a checkpoint cannot be read, written or trusted
+    │   ├── CheckpointBusyError                another live run holds this run's checkpoint
+    │   └── IdentityError(TypeError)           func or kwargs hold something that cannot be fingerprinted
     ├── SharedMemoryError(OSError)             a shared-memory segment cannot be created, mapped or unlinked
     ├── ClosedError(ValueError)                use of a closed SharedArray or SlotPool
     │   └── PoolClosedError                    the SlotPool was closed, or aborted by an exception
@@ -28,6 +31,7 @@ class also derives from the builtin exception a caller would naturally catch, so
 
     UserWarning
     └── ChunkmapWarning
+        ├── CheckpointWarning                  checkpoint records not used, lost, or a new run beside others
         └── SharedMemoryFallbackWarning        /dev/shm is missing or too small: files are used instead
 """
 
@@ -53,11 +57,15 @@ __all__ = [
     "StoreError",
     "StoreConnectionError",
     "MissingKeyError",
+    "CheckpointError",
+    "CheckpointBusyError",
+    "IdentityError",
     "SharedMemoryError",
     "ClosedError",
     "PoolClosedError",
     "PoolTimeoutError",
     "ChunkmapWarning",
+    "CheckpointWarning",
     "SharedMemoryFallbackWarning",
 ]
 
@@ -167,6 +175,34 @@ class MissingKeyError(StoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class CheckpointError(ChunkmapError, OSError):
+    """A checkpoint location cannot be read, written or trusted (corrupt manifest, full disk...)."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror) pairs
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointBusyError(CheckpointError):
+    """Another live run holds the checkpoint of the same call.
+
+    Attributes
+    ----------
+    holder : dict
+        What the other run recorded about itself: ``host``, ``pid``, ``started``.
+    """
+
+    def __init__(self, message: str, holder: dict | None = None) -> None:
+        self.holder = dict(holder or {})
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.holder))
+
+
+class IdentityError(CheckpointError, TypeError):
+    """``func`` or ``kwargs`` hold an object whose state cannot be fingerprinted for a checkpoint."""
+
+
 class SharedMemoryError(ChunkmapError, OSError):
     """A shared-memory segment cannot be created, mapped or unlinked."""
 
@@ -198,6 +234,13 @@ class PoolTimeoutError(ChunkmapError, TimeoutError):
 
 class ChunkmapWarning(UserWarning):
     """Base class of the warnings chunkmap emits."""
+
+
+class CheckpointWarning(ChunkmapWarning):
+    """Checkpoint records were not used or were lost, or a new run starts beside other runs.
+
+    The result is still exact: what a checkpoint cannot prove is computed again.
+    """
 
 
 class SharedMemoryFallbackWarning(ChunkmapWarning):

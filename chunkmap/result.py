@@ -44,6 +44,9 @@ class Stats:
         Calls of ``func`` made by this run (computed + failed - resumed) per second.
     resumed : int
         Elements (computed or failed) taken from a checkpoint instead of evaluated again.
+    rejected : int
+        Checkpoint records found but not used, because they did not prove that they belong
+        to this run and chunk (damaged, another layout, misfiled); their chunks were computed.
     """
 
     elements: int
@@ -53,6 +56,7 @@ class Stats:
     wall_time: float
     rate: float
     resumed: int = 0
+    rejected: int = 0
 
     def summary(self) -> str:
         """One line for logs: counts, time and rate."""

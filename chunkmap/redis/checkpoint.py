@@ -2,20 +2,34 @@
 
 A :class:`~chunkmap.checkpoint.ChunkStore` over redis-py: one Redis string per record under
 ``chunkmap:checkpoint:<run>/<record>``. ``SET`` is atomic, so a reader sees a whole record or
-none; records are checksummed codec payloads (:mod:`chunkmap.checkpoint`), so a corrupted value
-is recomputed, never read as data. The store pickles as its URL.
+none, and ``SET NX`` creates a manifest only if it is absent; records are checksummed and prove
+where they belong (:mod:`chunkmap.checkpoint.records`), so a corrupted or misfiled value is
+recomputed, never read as data. The store pickles as its URL.
+
+A run's lease is a key with a time to live (:data:`LEASE_TTL`), refreshed by a thread of the
+running process and deleted at the end only by its holder (compare-and-delete in a Lua script).
+A lease whose holder is a dead process of this host is taken over at once; one of another host
+expires after the time to live. A lease that vanished during the run (a restart without
+persistence, ``FLUSHDB``, an eviction) is noticed, taken again, and reported.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterator
 
-from ..errors import OptionError, StoreConnectionError
+from ..checkpoint import lease as leases
+from ..errors import CheckpointBusyError, OptionError, StoreConnectionError
 from ._client import redact
 
-__all__ = ["RedisChunkStore"]
+__all__ = ["RedisChunkStore", "RedisLease"]
 
 NAMESPACE = "chunkmap:checkpoint:"
+#: seconds a lease lives without a refresh (a holder on another host that died is waited for this long)
+LEASE_TTL = 30.0
+#: the holder's value is still the one given: refresh its time to live / delete it
+_REFRESH = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 def _redis() -> Any:
@@ -41,6 +55,7 @@ class RedisChunkStore:
     def __init__(self, url: str, namespace: str = NAMESPACE) -> None:
         self.url = url
         self.namespace = namespace
+        self.location = redact(url)
         self._client = _redis().Redis.from_url(url)
 
     def __reduce__(self):
@@ -65,6 +80,20 @@ class RedisChunkStore:
     def put(self, key: str, data: bytes) -> None:
         self._call("set", self.namespace + key, data)
 
+    def create(self, key: str, data: bytes) -> bool:
+        return bool(self._call("set", self.namespace + key, data, None, None, True))  # NX
+
+    def delete(self, key: str) -> None:
+        self._call("delete", self.namespace + key)
+
+    def lease(self, key: str, holder: dict[str, Any]) -> RedisLease:
+        return RedisLease(self, key, holder)
+
+    def holder(self, key: str) -> dict[str, Any] | None:
+        data = self.get(key)
+        holder = leases.decode_holder(data) if data is not None else None
+        return None if holder is None or leases.is_dead(holder) else holder
+
     def keys(self, prefix: str) -> Iterator[str]:
         found = self._scan(_escape(self.namespace + prefix) + "*")
         start = len(self.namespace)
@@ -77,6 +106,58 @@ class RedisChunkStore:
             yield from batch
             if cursor == 0:
                 return
+
+
+class RedisLease:
+    """A :class:`~chunkmap.checkpoint.Lease` as a Redis key with a time to live, kept alive by a thread."""
+
+    def __init__(self, store: RedisChunkStore, key: str, holder: dict[str, Any], ttl: float = LEASE_TTL) -> None:
+        self.store, self.key, self.ttl = store, key, ttl
+        self.value = leases.encode_holder(holder)
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._take()
+        self._thread = threading.Thread(target=self._keep_alive, name=f"chunkmap-lease-{key}", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> None:
+        name, milliseconds = self.store.namespace + self.key, int(self.ttl * 1000)
+        for _ in range(2):
+            if self.store._call("set", name, self.value, None, milliseconds, True):
+                return
+            current = self.store._call("get", name)
+            other = leases.decode_holder(current)
+            if current is None or leases.is_dead(other):  # expired meanwhile, or left by a killed process
+                self.store._call("eval", _RELEASE, 1, name, current or b"")
+                continue
+            raise CheckpointBusyError(leases.busy_message(self.store.location, self.key.rpartition("/")[0], other),
+                                      other)
+        raise CheckpointBusyError(f"the lease {self.key} of {self.store.location} keeps changing hands; "
+                                  f"another process is starting the same run")
+
+    def _keep_alive(self) -> None:
+        name = self.store.namespace + self.key
+        while not self._stop.wait(self.ttl / 6):
+            try:
+                if not self.store._call("eval", _REFRESH, 1, name, self.value, int(self.ttl * 1000)):
+                    self.lost.set()
+            except StoreConnectionError:
+                continue  # the run's own writes report an unreachable server
+
+    def check(self) -> bool:
+        if not self.lost.is_set():
+            return True
+        self._take()
+        self.lost.clear()
+        return False
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.store._call("eval", _RELEASE, 1, self.store.namespace + self.key, self.value)
+        except StoreConnectionError:
+            pass  # the lease expires by itself
 
 
 def _escape(text: str) -> str:
