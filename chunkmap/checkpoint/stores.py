@@ -263,6 +263,9 @@ class MemoryStore:
         self.leases: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
+    def __reduce__(self):
+        return (MemoryStore, ())  # its constructor arguments: a copy elsewhere starts empty
+
     def get(self, key: str) -> bytes | None:
         return self.data.get(key)
 

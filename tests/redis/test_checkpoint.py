@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
+import uuid
 
 import numpy as np
 import pytest
@@ -11,6 +11,12 @@ import chunkmap
 from chunkmap.errors import StoreConnectionError
 from chunkmap.redis.checkpoint import RedisChunkStore
 from chunkmap.stub import slowlib
+from chunkmap.testing import ChunkStoreTests
+
+
+def fresh_store(url: str) -> RedisChunkStore:
+    """A store of this test's own in the shared server."""
+    return RedisChunkStore(url, namespace=f"test:{uuid.uuid4().hex[:8]}:")
 
 
 def interrupt_after(limit):
@@ -27,7 +33,7 @@ def test_an_interrupted_run_resumes_from_redis(ew, redis_url, scheduler):
     a1, a2 = rng.random((50, 60)), rng.random((50, 60))
     a1[rng.random(a1.shape) < 0.1] = -1e11
     options = dict(mask=a1 <= -1e10, skip=slowlib.InternalError, chunks=100, scheduler=scheduler,
-                   checkpoint=f"{redis_url}/0")
+                   checkpoint=fresh_store(redis_url))
     with pytest.raises(KeyboardInterrupt):
         chunkmap.run(slowlib.slow_computation, a2, a1, progress=interrupt_after(1000), **options)
     result = chunkmap.run(slowlib.slow_computation, a2, a1, **options)
@@ -37,20 +43,20 @@ def test_an_interrupted_run_resumes_from_redis(ew, redis_url, scheduler):
 
 def test_a_cluster_run_resumes_from_redis(ew, redis_url, cluster_address):
     a = np.random.default_rng(1).random((30, 30))
-    first = chunkmap.run(ew.scaled, a, a.T, chunks=90, checkpoint=redis_url, scheduler=cluster_address)
-    again = chunkmap.run(ew.scaled, a, a.T, chunks=90, checkpoint=redis_url, scheduler="threads")
+    store = fresh_store(redis_url)
+    first = chunkmap.run(ew.scaled, a, a.T, chunks=90, checkpoint=store, scheduler=cluster_address)
+    again = chunkmap.run(ew.scaled, a, a.T, chunks=90, checkpoint=store, scheduler="threads")
     assert again.stats.resumed == 900
     np.testing.assert_array_equal(again.values, first.values)
 
 
-def test_store_round_trip_keys_and_pickling(redis_url, namespace):
-    store = RedisChunkStore(redis_url, namespace=namespace)
-    store.put("run[1]/chunk-2", b"two")
-    store.put("run[1]/chunk-1", b"one")
-    store.put("run*/chunk-1", b"other run")
-    assert store.get("run[1]/chunk-1") == b"one" and store.get("run[1]/chunk-9") is None
-    assert list(store.keys("run[1]/chunk-")) == ["run[1]/chunk-1", "run[1]/chunk-2"]
-    assert list(pickle.loads(pickle.dumps(store)).keys("run*/")) == ["run*/chunk-1"]
+class TestRedisChunkStore(ChunkStoreTests):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_url):
+        self.url = redis_url
+
+    def make_store(self):
+        return fresh_store(self.url)
 
 
 def test_an_unreachable_store_is_a_clear_error(ew):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,10 +15,9 @@ import numpy as np
 import pytest
 
 import chunkmap
-from chunkmap.checkpoint import Checkpoint, DirectoryStore, decode_record, encode_record, fingerprint
+from chunkmap.checkpoint import DirectoryStore, RunCheckpoint, decode_record, run_identity
 from chunkmap.errors import OptionError
-from chunkmap.failures import FailureRecords
-from chunkmap.kernel import ChunkOutput, Evaluation
+from chunkmap.plan import make_plan
 from chunkmap.stub import slowlib
 
 KILLED_RUN = """
@@ -70,7 +70,7 @@ def test_a_killed_run_resumes_and_recomputes_only_what_was_in_flight(ew, tmp_pat
     assert "finished" not in printed, "the run must be killed half way"
     saved_records = chunk_files(checkpoint)
     saved = len(saved_records)
-    saved_elements = sum(len(decode_record(0, path.read_bytes()).flat_index) for path in saved_records)
+    saved_elements = sum(len(decode_record(path.read_bytes()).evaluation.status) for path in saved_records)
     done_when_killed = int(printed[-1])
 
     mask = a <= -1e10
@@ -100,18 +100,19 @@ def test_rerun_is_identical_to_an_uninterrupted_run(ew, tmp_path, scheduler):
     assert first.stats.resumed == 0 and again.stats.resumed == first.stats.computed + first.stats.failed
 
 
-def test_other_functions_inputs_or_kwargs_start_fresh_runs(ew, tmp_path):
+def test_other_functions_inputs_or_kwargs_start_fresh_runs_and_say_what_differs(ew, tmp_path):
     a, b = seed_inputs((10, 12), seed=2)
     chunkmap.run(ew.scaled, a, b, checkpoint=tmp_path, scheduler="threads")
     variants = [
-        (ew.add_or_boom, (a, b), {"skip": ew.Boom}),
-        (ew.scaled, (a, b), {"kwargs": {"scale": 2.0}}),
-        (ew.scaled, (a, b * 1.0000001), {}),
-        (ew.scaled, (a, b), {"mask": a > 0.9}),
-        (ew.scaled, (a, b), {"chunks": 7}),
+        (ew.add_or_boom, (a, b), {"skip": ew.Boom}, "the function (its code, bound state or name), skip, timeout or chunks"),
+        (ew.scaled, (a, b), {"kwargs": {"scale": 2.0}}, "kwargs"),
+        (ew.scaled, (a, b * 1.0000001), {}, "the inputs"),
+        (ew.scaled, (a, b), {"mask": a > 0.9}, "the mask"),
+        (ew.scaled, (a, b), {"chunks": 7}, "skip, timeout or chunks"),
     ]
-    for number, (func, arrays, options) in enumerate(variants, start=2):
-        result = chunkmap.run(func, *arrays, checkpoint=tmp_path, scheduler="threads", **options)
+    for number, (func, arrays, options, differs) in enumerate(variants, start=2):
+        with pytest.warns(chunkmap.errors.CheckpointWarning, match=f"holds {number - 1} other run.*differs in: {re.escape(differs)}$"):
+            result = chunkmap.run(func, *arrays, checkpoint=tmp_path, scheduler="threads", **options)
         assert result.stats.resumed == 0
         ew.assert_matches_reference(result, func, list(arrays), mask=options.get("mask"), skip=options.get("skip", ()),
                                     kwargs=options.get("kwargs"))
@@ -126,50 +127,39 @@ def test_a_torn_or_corrupt_record_is_recomputed(ew, tmp_path):
     data = bytearray(records[1].read_bytes())
     data[len(data) // 2] ^= 0xFF  # a flipped bit in the values
     records[1].write_bytes(bytes(data))
-    again = chunkmap.run(ew.scaled, a, b, chunks=50, checkpoint=tmp_path, scheduler="threads")
+    with pytest.warns(chunkmap.errors.CheckpointWarning, match=r"holds 2 record\(s\) that do not belong .*damaged"):
+        again = chunkmap.run(ew.scaled, a, b, chunks=50, checkpoint=tmp_path, scheduler="threads")
     np.testing.assert_array_equal(again.values, first.values)
-    assert again.stats.resumed == 400 - 100
+    assert again.stats.resumed == 400 - 100 and again.stats.rejected == 2
 
 
 def test_the_recorded_layout_is_reused_with_auto(ew, tmp_path):
     """A run started elsewhere (other workers, another pilot) resumes with its own chunking."""
     a, b = seed_inputs((9, 11), seed=4)
-    plan = chunkmap.plan.make_plan([a, b])
-    run_id = fingerprint(ew.scaled, plan.source, (), None, "auto")
-    Checkpoint(DirectoryStore(tmp_path), run_id).start([1, 2, 10], 7, 0, {})
+    plan = make_plan([a, b])
+    identity = run_identity(ew.scaled, plan.source, (), None, None, "auto")
+    started_elsewhere = RunCheckpoint(DirectoryStore(tmp_path), identity, {})
+    started_elsewhere.begin(plan.with_layout([1, 2, 10], 7))
+    started_elsewhere.close()
     result = chunkmap.run(ew.scaled, a, b, checkpoint=tmp_path, scheduler="threads")
     ew.assert_matches_reference(result, ew.scaled, [a, b])
-    sizes = sorted(len(decode_record(0, path.read_bytes()).flat_index) for path in chunk_files(tmp_path))
+    sizes = sorted(len(decode_record(path.read_bytes()).evaluation.status) for path in chunk_files(tmp_path))
     assert sizes == sorted([1, 1, 8] + [7] * 12 + [5])  # 99 = 1 + 1 + 8 + 12 * 7 + 5
-    manifest = json.loads((tmp_path / run_id / "manifest.json").read_text())
-    assert (manifest["head"], manifest["chunk_size"]) == ([1, 2, 10], 7)
+    manifest = json.loads((tmp_path / identity.run_id / "manifest.json").read_text())
+    assert (manifest["layout"]["head"], manifest["layout"]["chunk_size"]) == ([1, 2, 10], 7)
 
 
 def test_a_fresh_auto_run_records_its_pilot_layout(ew, tmp_path):
     a, b = seed_inputs((30, 40), seed=5)
     first = chunkmap.run(ew.scaled, a, b, checkpoint=tmp_path, scheduler="threads")
     (manifest_path,) = tmp_path.glob("*/manifest.json")
-    manifest = json.loads(manifest_path.read_text())
-    assert manifest["head"][:2] == [1, 2] and manifest["chunk_size"] >= 1  # rounds of 1, then 8, ... per worker
+    layout = json.loads(manifest_path.read_text())["layout"]
+    assert layout["head"][:2] == [1, 2] and layout["chunk_size"] >= 1  # rounds of 1, then 8, ... per worker
     again = chunkmap.run(ew.scaled, a, b, checkpoint=tmp_path, scheduler="threads")
     assert again.stats.resumed == 1200
     np.testing.assert_array_equal(again.values, first.values)
 
 
-def test_records_round_trip_and_refuse_objects():
-    records = [(0, "Boom", "bad \u00e9"), (2, "KeyError", "'k' \ud800"), (3, "Boom", "")]
-    output = ChunkOutput(3, np.array([5, 6, 9, 12]), Evaluation(np.array([1, 0, 1, 3], np.uint8), np.array([1.5]),
-                                                                FailureRecords.from_tuples(records)))
-    back = decode_record(3, encode_record(output))
-    np.testing.assert_array_equal(back.flat_index, output.flat_index)
-    np.testing.assert_array_equal(back.evaluation.status, output.evaluation.status)
-    np.testing.assert_array_equal(back.evaluation.values, output.evaluation.values)
-    assert list(back.evaluation.failures) == records
-    objects = ChunkOutput(0, np.array([0]), Evaluation(np.zeros(1, np.uint8), np.array(["x"], dtype=object)))
-    with pytest.raises(OptionError, match="checkpoint= stores results as numeric arrays"):
-        encode_record(objects)
-
-
 def test_bad_checkpoint_option():
-    with pytest.raises(OptionError, match="checkpoint must be a directory path, a redis:// URL or a store"):
+    with pytest.raises(OptionError, match="checkpoint must be a directory path, a redis:// URL, a chunkmap.Checkpoint or a store"):
         chunkmap.run(abs, np.arange(3), checkpoint=42, scheduler="sync")
