@@ -132,6 +132,22 @@ def test_results_match_reference_hypothesis(a, b):
         assert call(func, a, b) == reference(a, b)
 
 
+def test_model_is_an_unpicklable_swig_object_scaling_the_computation():
+    model = slowlib.Model(2.5)
+    pairs = random_inputs(300, seed=4)
+    for a, b in pairs:
+        expected = reference(a, b)
+        if expected is None:
+            with pytest.raises(slowlib.InternalError):
+                model.predict(a, b)
+        else:
+            assert model.predict(a, b) == 2.5 * expected
+    assert model.scale == 2.5
+    with pytest.raises(TypeError, match="cannot pickle"):
+        pickle.dumps(model)
+    assert "cannot be\npickled" in slowlib.Model.__doc__ and slowlib.Model.predict.__doc__
+
+
 def test_numpy_float64_accepted():
     assert slowlib.slow_computation(np.float64(0.5), np.float64(0.25)) == 750
 

@@ -17,6 +17,10 @@ slowlib.set_cost_ns(ns), slowlib.get_cost_ns() -> int
     negative). The initial value is read from the environment variable
     ``SLOWLIB_COST_NS`` when the module is loaded (default 0), so worker
     processes started later inherit it.
+slowlib.Model(scale)
+    A SWIG object (a C struct behind a handle) that, like most SWIG objects,
+    cannot be pickled; ``Model(scale).predict(a, b)`` is
+    ``scale * slow_computation(a, b)`` as a float (``InternalError`` alike).
 slowlib.InternalError
     Subclass of ``Exception`` raised for the library's error codes; its message
     names the inputs. Functions and exception pickle by reference.

@@ -150,6 +150,49 @@ Return the per-call busy-wait in nanoseconds (int).
 ";
 long long get_cost_ns(void);
 
+/* A SWIG object: a handle the library allocates, which (like most SWIG objects)
+   cannot be pickled. Model(scale).predict(a, b) = scale * slow_computation(a, b). */
+%feature("docstring") Model
+"Model(scale)
+
+A model object of the library: a C struct behind a SWIG handle that cannot be
+pickled. ``Model(scale).predict(a, b)`` is ``scale * slow_computation(a, b)``.
+";
+%inline %{
+typedef struct Model {
+    double scale;
+} Model;
+%}
+%exception Model::predict {
+    $action
+    if (PyErr_Occurred()) {
+        SWIG_fail;
+    }
+}
+%extend Model {
+    Model(double scale) {
+        Model *model = (Model *)malloc(sizeof(Model));
+        if (model != NULL) {
+            model->scale = scale;
+        }
+        return model;
+    }
+    ~Model() {
+        free($self);
+    }
+    %feature("docstring") predict
+    "predict(a, b) -> float: scale * slow_computation(a, b) (InternalError like it).";
+    double predict(double a, double b) {
+        long long k = 0;
+        int code = slowlib_compute(a, b, &k);
+        if (code != SLOWLIB_OK) {
+            slowlib_raise(code, a, b);
+            return 0.0;
+        }
+        return $self->scale * (double)k;
+    }
+}
+
 %constant double CRASH_VALUE = SLOWLIB_CRASH_VALUE;
 %constant double HANG_VALUE = SLOWLIB_HANG_VALUE;
 
