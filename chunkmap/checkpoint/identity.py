@@ -181,18 +181,25 @@ def _installed_roots() -> tuple[str, ...]:
     return tuple(os.path.realpath(root) + os.sep for root in roots)
 
 
-def _module_file(module_name: str | None) -> str | None:
-    module = sys.modules.get(module_name or "")
+def _module_file(module: types.ModuleType | str | None) -> str | None:
+    if not isinstance(module, types.ModuleType):
+        module = sys.modules.get(module or "")
     path = getattr(module, "__file__", None)
     return os.path.realpath(path) if isinstance(path, str) else None
 
 
+def _is_installed_file(path: str | None) -> bool:
+    return path is not None and os.path.isabs(path) and os.path.realpath(path).startswith(_installed_roots())
+
+
 def _is_installed(module_name: str | None) -> bool:
-    """Whether a module belongs to the standard library or an installed package (not the user's code)."""
+    """Whether a module belongs to the standard library or an installed package (not the user's code).
+
+    ``__main__`` (a script, a notebook) is always the user's.
+    """
     if module_name in sys.builtin_module_names:
         return True
-    path = _module_file(module_name)
-    return path is not None and path.startswith(_installed_roots())
+    return module_name != "__main__" and _is_installed_file(_module_file(module_name))
 
 
 def _package_version(module_name: str) -> str:
@@ -210,9 +217,9 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def _extension_digest(module_name: str | None) -> str:
+def _extension_digest(module: types.ModuleType | str | None) -> str:
     """The bytes of a compiled module's file (cached by path, size and mtime), or the Python version."""
-    path = _module_file(module_name)
+    path = _module_file(module)
     if path is None or path.endswith((".py", ".pyc")):
         return sys.version.split()[0]
     status = os.stat(path)
@@ -260,7 +267,7 @@ class _Fingerprint:
         if isinstance(obj, types.ModuleType):
             add("module", obj.__name__.encode())
             add("build", (_package_version(obj.__name__) if _is_installed(obj.__name__)
-                          else _extension_digest(obj.__name__)).encode())
+                          else _extension_digest(obj)).encode())
         elif isinstance(obj, type):
             self._class(obj, where)
         elif isinstance(obj, types.FunctionType):
@@ -283,8 +290,8 @@ class _Fingerprint:
 
     def _function(self, func: types.FunctionType, where: str) -> None:
         add = self.digest.add
-        module = func.__module__
-        if _is_installed(module):  # a library's function: its name and the library's version
+        module = func.__module__ or "?"
+        if _is_installed_file(func.__code__.co_filename):  # a library's function: its name and version
             add("library function", f"{module}:{func.__qualname__}@{_package_version(module)}".encode())
             return
         add("function")
@@ -313,7 +320,7 @@ class _Fingerprint:
             add(field, repr(getattr(code, field, None)).encode() if field != "co_code" else code.co_code)
         for number, constant in enumerate(code.co_consts):
             if skip_doc and number == 0:
-                add("docstring")
+                self.value(None, where)  # where a function without a docstring has None
             elif isinstance(constant, types.CodeType):
                 self._code(constant, where)
             else:
@@ -340,7 +347,7 @@ class _Fingerprint:
         if owner is None or isinstance(owner, types.ModuleType):
             module = module or getattr(owner, "__name__", None)
             self.digest.add("builtin", f"{module}:{getattr(func, '__qualname__', func.__name__)}".encode())
-            self.digest.add("build", _extension_digest(module).encode())
+            self.digest.add("build", _extension_digest(owner if owner is not None else module).encode())
         else:  # a C method bound to an object (a SWIG object's method): the object is part of it
             self.digest.add("builtin method", func.__qualname__.encode())
             self._instance(owner, f"{where}.__self__")
