@@ -13,9 +13,10 @@ from .errors import ChunkmapError, ElementError
 from .result import Failure, Failures, Result, Stats
 
 if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
     from .core import run
 
-__all__ = ["run", "Result", "Failures", "Failure", "Stats", "errors", "ChunkmapError", "ElementError"]
+__all__ = ["run", "Checkpoint", "Result", "Failures", "Failure", "Stats", "errors", "ChunkmapError", "ElementError"]
 __version__ = "0.1.0"
 
 
@@ -26,4 +27,8 @@ def __getattr__(name: str) -> Any:
         from .core import run
 
         return run
+    if name == "Checkpoint":
+        from .checkpoint import Checkpoint
+
+        return Checkpoint
     raise AttributeError(f"module 'chunkmap' has no attribute {name!r}")
