@@ -145,7 +145,7 @@ class RedisLease:
                 continue  # the run's own writes report an unreachable server
 
     def check(self) -> bool:
-        if not self.lost.is_set():
+        if not self.lost.is_set() and self.store._call("get", self.store.namespace + self.key) == self.value:
             return True
         self._take()
         self.lost.clear()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import numpy as np
 import pytest
 
 import chunkmap
-from chunkmap.errors import StoreConnectionError
+from chunkmap.errors import CheckpointBusyError, CheckpointWarning, StoreConnectionError
 from chunkmap.redis.checkpoint import RedisChunkStore
 from chunkmap.stub import slowlib
 from chunkmap.testing import ChunkStoreTests
@@ -62,3 +63,78 @@ class TestRedisChunkStore(ChunkStoreTests):
 def test_an_unreachable_store_is_a_clear_error(ew):
     with pytest.raises(StoreConnectionError, match=r"the checkpoint store at redis://127.0.0.1:1 cannot be reached"):
         chunkmap.run(ew.scaled, np.zeros(3), np.zeros(3), checkpoint="redis://127.0.0.1:1", scheduler="sync")
+
+
+def flush_once_after(limit, url):
+    """A progress hook that empties the whole Redis database once, half way (FLUSHDB)."""
+    import redis
+
+    flushed = []
+
+    def hook(done, total, failed):
+        if done >= limit and not flushed:
+            flushed.append(done)
+            redis.Redis.from_url(url).flushdb()
+
+    return hook
+
+
+def test_a_store_that_loses_everything_mid_run_is_noticed_and_the_rerun_is_exact(ew, own_server):
+    server = own_server()
+    a1, a2 = np.random.default_rng(3).random((2, 40, 50))
+    options = dict(skip=ew.Boom, chunks=100, scheduler="threads", checkpoint=server.url)
+    with pytest.warns(CheckpointWarning, match="lost the lease of run .* taken again and the manifest rewritten"):
+        first = chunkmap.run(ew.add_or_boom, a1, a2, progress=flush_once_after(1000, server.url), **options)
+    ew.assert_matches_reference(first, ew.add_or_boom, [a1, a2], skip=ew.Boom)
+    with pytest.warns(CheckpointWarning, match=r"recorded 20 finished chunks but holds \d+: the store lost data"):
+        again = chunkmap.run(ew.add_or_boom, a1, a2, **options)
+    assert 0 < again.stats.resumed < 2000  # what was written after the flush is reused, the rest computed
+    ew.assert_matches_reference(again, ew.add_or_boom, [a1, a2], skip=ew.Boom)
+
+
+def test_evicted_records_and_a_restart_without_persistence(ew, own_server):
+    import redis
+
+    server = own_server()
+    a1, a2 = np.random.default_rng(4).random((2, 30, 40))
+    options = dict(skip=ew.Boom, chunks=100, scheduler="threads", checkpoint=server.url)
+    chunkmap.run(ew.add_or_boom, a1, a2, **options)
+    client = redis.Redis.from_url(server.url)
+    evicted = sorted(client.scan_iter(match=b"chunkmap:checkpoint:*/chunk-*"))[::3]
+    client.delete(*evicted)
+    with pytest.warns(CheckpointWarning, match=rf"recorded 12 finished chunks but holds {12 - len(evicted)}: the store lost data"):
+        partial = chunkmap.run(ew.add_or_boom, a1, a2, **options)
+    assert partial.stats.resumed == 1200 - 100 * len(evicted)
+    server.kill()  # a restart without persistence: everything is gone
+    server.start()
+    fresh = chunkmap.run(ew.add_or_boom, a1, a2, **options)
+    assert fresh.stats.resumed == 0
+    for result in (partial, fresh):
+        ew.assert_matches_reference(result, ew.add_or_boom, [a1, a2], skip=ew.Boom)
+
+
+def test_the_same_call_twice_at_once_on_redis(ew, redis_url):
+    import threading
+
+    store = chunkmap.Checkpoint(fresh_store(redis_url), name="slow")  # its closure holds events: named
+    a = np.random.default_rng(5).random((20, 20))
+    started, release = threading.Event(), threading.Event()
+
+    def slow(x):
+        started.set()
+        release.wait(30)
+        return x * 2
+
+    outcome = {}
+    first = threading.Thread(target=lambda: outcome.setdefault("result", chunkmap.run(
+        slow, a, chunks=50, checkpoint=store, scheduler="sync")))
+    first.start()
+    try:
+        assert started.wait(30)
+        with pytest.raises(CheckpointBusyError, match=rf"process {os.getpid()} on host"):
+            chunkmap.run(slow, a, chunks=50, checkpoint=store, scheduler="sync")
+    finally:
+        release.set()
+        first.join()
+    np.testing.assert_array_equal(outcome["result"].values, a.reshape(-1) * 2)
+    assert chunkmap.run(slow, a, chunks=50, checkpoint=store, scheduler="sync").stats.resumed == 400
