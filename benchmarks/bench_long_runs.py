@@ -2,7 +2,8 @@
 
     python -m benchmarks.bench_long_runs [--quick]
 
-- checkpoint overhead: the same run with and without ``checkpoint=`` (a directory), cheap function;
+- checkpoint overhead: the same run with and without ``checkpoint=`` (a directory), at cost 0 and
+  1 us per call, and a rerun that resumes everything (reading and checking every record);
 - crash isolation: one poisoned element in a chunk of 10,000 — worker restarts, elements
   re-evaluated, time against the same chunk without the poison;
 - timeout: one hung element with ``timeout=1`` — time against the same run without it;
@@ -35,20 +36,32 @@ def timed(function, repeat: int) -> float:
     return statistics.median(times)
 
 
-def checkpoint_overhead(size: int, repeat: int) -> dict:
+def checkpoint_overhead(size: int, repeat: int, cost_ns: int = 0) -> dict:
+    """Median times of the same run without and with a checkpoint, and of a rerun resuming it all."""
     a1, a2 = make_inputs(size)
     mask = a1 <= -1e10
+    set_cost(cost_ns)
 
     def plain():
         chunkmap.run(slowlib.slow_computation, a2, a1, mask=mask, skip=slowlib.InternalError)
 
-    def checkpointed():
-        with tempfile.TemporaryDirectory() as folder:
-            chunkmap.run(slowlib.slow_computation, a2, a1, mask=mask, skip=slowlib.InternalError, checkpoint=folder)
+    def checkpointed(folder):
+        return chunkmap.run(slowlib.slow_computation, a2, a1, mask=mask, skip=slowlib.InternalError, checkpoint=folder)
 
-    plain()  # start the worker pool
-    without, with_checkpoint = timed(plain, repeat), timed(checkpointed, repeat)
-    return {"elements": a1.size, "without": without, "with": with_checkpoint, "ratio": with_checkpoint / without}
+    def fresh():
+        with tempfile.TemporaryDirectory() as folder:
+            checkpointed(folder)
+
+    try:
+        plain()  # start the worker pool
+        without, with_checkpoint = timed(plain, repeat), timed(fresh, repeat)
+        with tempfile.TemporaryDirectory() as folder:
+            checkpointed(folder)
+            resume = timed(lambda: checkpointed(folder), repeat)
+    finally:
+        set_cost(0)
+    return {"elements": a1.size, "cost_ns": cost_ns, "without": without, "with": with_checkpoint,
+            "ratio": with_checkpoint / without, "resume": resume}
 
 
 def crash_isolation(length: int) -> dict:
@@ -128,14 +141,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     set_cost(0)
     size, repeat = (300, 1) if args.quick else (2000, 5)
-    overhead = checkpoint_overhead(size, repeat)
+    overheads = [checkpoint_overhead(size, repeat, cost_ns) for cost_ns in (0, 1000)]
     isolation = crash_isolation(10_000)
     hang = timeout_cost(100 if args.quick else 1000)
     steady = steady_throughput(300 if args.quick else 3000, 1000)
     print("| measure | figure |")
     print("|---|---|")
-    print(f"| checkpoint overhead, cost 0, {overhead['elements']:,} elements (median of {repeat}) "
-          f"| {overhead['without']:.3f} s without, {overhead['with']:.3f} s with: ratio {overhead['ratio']:.2f} |")
+    for overhead in overheads:
+        print(f"| checkpoint overhead, cost {overhead['cost_ns'] / 1000:g} us, {overhead['elements']:,} elements "
+              f"(median of {repeat}) | {overhead['without']:.3f} s without, {overhead['with']:.3f} s with: ratio "
+              f"{overhead['ratio']:.2f}; a rerun resuming everything {overhead['resume']:.3f} s |")
     print(f"| one poisoned element in a chunk of {isolation['chunk']:,} | {isolation['restarts']} worker restarts, "
           f"{isolation['re_evaluated']:,} elements evaluated twice; {isolation['poisoned']:.3f} s vs "
           f"{isolation['clean']:.3f} s clean |")

@@ -64,6 +64,7 @@ class Stats:
             f"{self.elements:,} elements: {self.masked:,} masked, {self.computed:,} computed, "
             f"{self.failed:,} failed in {self.wall_time:.3f} s ({self.rate:,.0f} calls/s)"
             + (f"; {self.resumed:,} resumed from a checkpoint" if self.resumed else "")
+            + (f"; {self.rejected:,} checkpoint records not used" if self.rejected else "")
         )
 
 

@@ -154,19 +154,25 @@ class RunCheckpoint:
     def begin(self, plan: Plan) -> None:
         """Record the manifest (create-if-absent) for the layout the run will use."""
         self.layout = layout_of(plan)
-        if self.layout["unmasked"] != plan.unmasked:
-            raise CheckpointError(f"the checkpoint manifest of {self.where} was made for {self.layout['unmasked']} "
-                                  f"elements, this run has {plan.unmasked}; remove the run to start afresh")
-        manifest = {"format": 3, "run": self.run_id, "identity": self.identity.parts, "layout": self.layout,
-                    **self.description, "started": time.time()}
-        if self.manifest is not None and self.manifest["layout"] == self.layout:
+        if self.manifest is not None:
+            if self.manifest["layout"] != self.layout:
+                raise CheckpointError(
+                    f"the checkpoint manifest of {self.where} describes a layout of "
+                    f"{self.manifest['layout']['unmasked']} elements to compute, and this run has {plan.unmasked}; "
+                    f"it was edited or damaged: remove the run (`chunkmap remove {self.store.location} "
+                    f"{self.run_id}`) to compute it afresh")
             return
+        manifest = self._manifest()
         if not self.store.create(self.prefix + MANIFEST, json.dumps(manifest, indent=1).encode()):
             stored = read_manifest(self.store, self.run_id)
             if stored is None or stored["layout"] != self.layout:
                 raise CheckpointError(f"the checkpoint manifest of {self.where} changed while this run held "
-                                      f"it; another process wrote there without the run's lease")
+                                      f"its lease; another process writes there without taking it")
         self.manifest = manifest
+
+    def _manifest(self) -> dict[str, Any]:
+        return {"format": 3, "run": self.run_id, "identity": self.identity.parts, "layout": self.layout,
+                **self.description, "started": time.time()}
 
     def resume(self, plan: Plan, flat_index: Callable[[Chunk], Any]) -> list[ChunkOutput]:
         """The outputs of the stored records that belong to this run, its layout and their chunks.
@@ -238,29 +244,22 @@ class RunCheckpoint:
     def _write_progress(self, finished: bool) -> None:
         with self._lock:
             self._written = time.monotonic()
-            if not self._lease.check():
+            if not self._lease.check() or (finished and self.store.get(self.prefix + MANIFEST) is None):
                 self._lost()
             progress = {"chunks": self._records, "elements": self._elements, "failed": dict(self._failed),
                         "updated": time.time(), "finished": finished}
             self.store.put(self.prefix + PROGRESS, json.dumps(progress).encode())
 
     def _lost(self) -> None:
-        self.notices.append(f"the checkpoint store {self.store.location} lost the lease of run {self.run_id} "
-                            f"during the run (a restart without persistence, an eviction, a deletion); it was "
-                            f"taken again and the manifest rewritten. This result is exact; records lost "
-                            f"with it are computed again by a rerun")
-        self.manifest = None
-        layout, self.layout = self.layout, None
-        manifest = {"format": 3, "run": self.run_id, "identity": self.identity.parts, "layout": layout,
-                    **self.description, "started": time.time()}
-        self.store.create(self.prefix + MANIFEST, json.dumps(manifest, indent=1).encode())
-        self.manifest, self.layout = manifest, layout
+        self.notices.append(f"the checkpoint store {self.store.location} lost the lease or manifest of run "
+                            f"{self.run_id} during the run (a restart without persistence, an eviction, a "
+                            f"deletion); they were written again. This result is exact; records lost with "
+                            f"them are computed again by a rerun")
+        self.manifest = self._manifest()
+        self.store.create(self.prefix + MANIFEST, json.dumps(self.manifest, indent=1).encode())
 
     def finish(self) -> None:
-        """The run completed: record it, and check that the store still holds its manifest."""
-        if self.store.get(self.prefix + MANIFEST) is None and self.layout is not None:
-            with self._lock:
-                self._lost()
+        """The run completed: record it (and restore the lease and manifest if the store lost them)."""
         self._write_progress(finished=True)
 
     def close(self) -> None:

@@ -289,3 +289,22 @@ def test_a_full_disk_stops_the_run_at_once_and_leaves_no_partial_file(tmp_path):
     assert "No space left on device; free some space there, or give run() another checkpoint= location" in report["message"]
     assert not [name for name in report["names"] if name.endswith(".tmp")]
     assert 0 < len([name for name in report["names"] if name.startswith("chunk-")]) < 20  # what fitted is kept
+
+
+def test_a_run_folder_deleted_during_the_run_is_noticed(ew, tmp_path):
+    a, b = inputs(seed=12)
+    deleted = []
+
+    def delete_once(done, total, failed):
+        if done >= 800 and not deleted:
+            deleted.append(done)
+            shutil.rmtree(only_run(tmp_path), ignore_errors=True)
+
+    options = dict(mask=a <= -1e10, chunks=100, checkpoint=tmp_path, scheduler="sync")
+    with pytest.warns(CheckpointWarning, match="lost the lease or manifest of run .* they were written again"):
+        first = chunkmap.run(ew.scaled, a, b, progress=delete_once, **options)
+    with pytest.warns(CheckpointWarning, match="the store lost data"):
+        again = chunkmap.run(ew.scaled, a, b, **options)
+    assert 0 < again.stats.resumed < first.stats.computed
+    for result in (first, again):
+        ew.assert_matches_reference(result, ew.scaled, [a, b], mask=a <= -1e10)
