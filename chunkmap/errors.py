@@ -24,6 +24,7 @@ class also derives from the builtin exception a caller would naturally catch, so
     ├── CheckpointError(OSError)               a checkpoint cannot be read, written or trusted
     │   ├── CheckpointBusyError                another live run holds this run's checkpoint
     │   └── IdentityError(TypeError)           func or kwargs hold something that cannot be fingerprinted
+    ├── ResultWriteError(OSError)              a result file cannot be written (its folder vanished, a full disk)
     ├── SharedMemoryError(OSError)             a shared-memory segment cannot be created, mapped or unlinked
     ├── ClosedError(ValueError)                use of a closed SharedArray or SlotPool
     │   └── PoolClosedError                    the SlotPool was closed, or aborted by an exception
@@ -60,6 +61,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointBusyError",
     "IdentityError",
+    "ResultWriteError",
     "SharedMemoryError",
     "ClosedError",
     "PoolClosedError",
@@ -201,6 +203,13 @@ class CheckpointBusyError(CheckpointError):
 
 class IdentityError(CheckpointError, TypeError):
     """``func`` or ``kwargs`` hold an object whose state cannot be fingerprinted for a checkpoint."""
+
+
+class ResultWriteError(ChunkmapError, OSError):
+    """A result file (``chunkmap run -o``) cannot be written; the OS error is chained as ``__cause__``."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror) pairs
+        return str(self.args[0]) if self.args else ""
 
 
 class SharedMemoryError(ChunkmapError, OSError):

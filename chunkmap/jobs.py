@@ -48,6 +48,7 @@ Examples
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import importlib
 import inspect
@@ -66,6 +67,7 @@ from .errors import (
     NotCallableError,
     NpyFormatError,
     OptionError,
+    ResultWriteError,
     ShapeError,
 )
 from .maskexpr import compile_mask
@@ -353,6 +355,9 @@ def save_result(result: Result, path: str | os.PathLike[str], job: dict[str, Any
     ------
     chunkmap.errors.FormatError
         The values have object dtype (other than all ``str``).
+    chunkmap.errors.ResultWriteError
+        The file cannot be written (its folder is gone, the disk is full, no permission, a
+        directory at ``path``); the OS error is its ``__cause__``.
     """
     path = os.fspath(path)
     stats = None if result.stats is None else dataclasses.asdict(result.stats)
@@ -368,6 +373,14 @@ def save_result(result: Result, path: str | os.PathLike[str], job: dict[str, Any
         "stats": np.array(json.dumps(stats)),
         "job": np.array(json.dumps(job)),
     }
+    try:
+        _write_atomically(path, entries)
+    except OSError as exc:
+        raise ResultWriteError(f"cannot write the result {path!r}: {exc.strerror or exc}") from exc
+
+
+def _write_atomically(path: str, entries: dict[str, np.ndarray]) -> None:
+    """``np.savez`` to a temporary file in ``path``'s folder, renamed over ``path`` once on disk."""
     folder = os.path.dirname(os.path.abspath(path))
     handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False)
     try:
@@ -377,7 +390,8 @@ def save_result(result: Result, path: str | os.PathLike[str], job: dict[str, Any
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
     except BaseException:
-        os.unlink(handle.name)
+        with contextlib.suppress(OSError):  # the folder itself may be gone
+            os.unlink(handle.name)
         raise
 
 

@@ -13,15 +13,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import CheckpointError, CodecError, OptionError
+from ..errors import CheckpointBusyError, CheckpointError, CodecError, OptionError
 from ..failures import FailureRecords
 from ..kernel import KINDS
 from ..plan import layout_ends
 from ..result import Failures
 from . import lease as leases
-from .records import decode_record
+from .records import Record, decode_record
 from .run import LEASE, MANIFEST, PROGRESS, RECORD, read_manifest
-from .stores import ChunkStore, open_store
+from .stores import ChunkStore, DirectoryStore, open_store
 
 __all__ = ["RunStatus", "runs", "run_failures", "remove"]
 
@@ -87,7 +87,7 @@ class RunStatus:
     def state(self) -> str:
         if self.live:
             return f"running (pid {self.holder.get('pid', '?')} on {self.holder.get('host', '?')})"
-        if self.finished and self.chunks_done >= self.chunks:
+        if self.finished and self.problem is None and self.chunks_done >= self.chunks:
             return "finished"
         return "stopped"
 
@@ -97,11 +97,14 @@ def _time_text(seconds: float | None) -> str:
 
 
 def _store(location: Any) -> ChunkStore:
+    """The store at ``location``; a directory must exist (a typo is not an empty location)."""
     from . import Checkpoint
 
-    if isinstance(location, Checkpoint):
-        return location.store
-    return open_store(location)
+    store = location.store if isinstance(location, Checkpoint) else open_store(location)
+    if isinstance(store, DirectoryStore) and not store.path.is_dir():
+        raise CheckpointError(f"there is no checkpoint directory at {store.location}; expected the directory "
+                              f"given to run(checkpoint=...) or chunkmap run --checkpoint")
+    return store
 
 
 def _run_ids(store: ChunkStore) -> list[str]:
@@ -137,21 +140,18 @@ def _status(store: ChunkStore, run_id: str) -> RunStatus:
     except ValueError:
         progress = {}
     progress = progress if isinstance(progress, dict) else {}
-    chunks = unmasked = elements_done = 0
+    unmasked = elements_done = 0
     if manifest is not None:
-        layout = manifest["layout"]
-        unmasked = layout["unmasked"]
-        ends = layout_ends(unmasked, layout["head"], layout["chunk_size"], layout["tail"])
-        sizes = np.diff([0, *ends])
-        chunks = len(sizes)
-        elements_done = int(sum(int(sizes[index]) for index in done if index < chunks))
+        sizes = _chunk_sizes(manifest["layout"])
+        done = [index for index in done if index < len(sizes)]
+        unmasked, elements_done = manifest["layout"]["unmasked"], int(sum(sizes[index] for index in done))
     elif problem is None:
         problem = "the manifest is missing"
     return RunStatus(
         run_id=run_id,
         function=str((manifest or {}).get("function", "?")),
         shape=tuple((manifest or {}).get("shape", ())),
-        chunks=chunks,
+        chunks=len(_chunk_sizes(manifest["layout"])) if manifest is not None else 0,
         chunks_done=len(done),
         unmasked=unmasked,
         elements_done=elements_done,
@@ -165,8 +165,16 @@ def _status(store: ChunkStore, run_id: str) -> RunStatus:
     )
 
 
+def _chunk_sizes(layout: dict[str, Any]) -> list[int]:
+    """Elements in each chunk of a stored layout."""
+    ends = layout_ends(layout["unmasked"], layout["head"], layout["chunk_size"], layout["tail"])
+    return np.diff([0, *ends]).tolist()
+
+
 def _one_run(store: ChunkStore, run_id: str | None) -> str:
     ids = _run_ids(store)
+    if not ids:
+        raise OptionError(f"the checkpoint {store.location} holds no runs")
     if run_id is None:
         if len(ids) == 1:
             return ids[0]
@@ -182,23 +190,30 @@ def _one_run(store: ChunkStore, run_id: str | None) -> str:
 def run_failures(location: Any, run: str | None = None) -> Failures:
     """The failures stored by one run (``run``: its id or a prefix; optional when there is one run).
 
-    Reads every record of the run; records that do not decode are left out (a rerun computes
-    their chunks again).
+    Reads every record of the run. Only records that belong to the run's layout and to the chunk
+    they are filed under are read; a rerun computes the others again.
+
+    Raises
+    ------
+    CheckpointError
+        The run's manifest is missing or damaged: without its shape the coordinates are unknown.
     """
     store = _store(location)
     run_id = _one_run(store, run)
     manifest = read_manifest(store, run_id)
-    shape = tuple(manifest["shape"]) if manifest else ()
+    if manifest is None:
+        raise CheckpointError(f"run {run_id} in {store.location} has lost its manifest, so the coordinates of "
+                              f"its failures are unknown; running the same call again restores it")
+    sizes = _chunk_sizes(manifest["layout"])
     parts, statuses = [], []
     prefix = f"{run_id}/"
     for key in store.keys(prefix + "chunk-"):
-        if not RECORD.fullmatch(key[len(prefix):]):
-            continue
+        match = RECORD.fullmatch(key[len(prefix):])
         try:
             record = decode_record(store.get(key) or b"")
         except CodecError:
             continue
-        if record.header.get("run") != run_id:
+        if match is None or not _belongs(record, int(match.group(1)), run_id, manifest["layout"], sizes):
             continue
         failures = record.evaluation.failures
         parts.append(FailureRecords(record.failure_flat_index, failures.type_codes, failures.type_names,
@@ -208,15 +223,41 @@ def run_failures(location: Any, run: str | None = None) -> Failures:
     status = np.concatenate([np.empty(0, np.uint8), *statuses])
     failing = sorted(KINDS)
     codes = np.searchsorted(np.array(failing, np.uint8), status).astype(np.uint8)
-    return Failures.from_records(shape, records, codes, [KINDS[code] for code in failing])
+    return Failures.from_records(tuple(manifest["shape"]), records, codes, [KINDS[code] for code in failing])
+
+
+def _belongs(record: Record, index: int, run_id: str, layout: dict[str, Any], sizes: list[int]) -> bool:
+    """What can be checked of a record without the run's inputs: its run, layout, chunk and failures."""
+    header, evaluation = record.header, record.evaluation
+    if (header.get("run"), header.get("layout"), header.get("chunk")) != (run_id, layout, index):
+        return False
+    if index >= len(sizes) or header.get("size") != sizes[index] or len(evaluation.status) != sizes[index]:
+        return False
+    flat, start, stop = record.failure_flat_index, header.get("start"), header.get("stop")
+    return (np.array_equal(evaluation.failures.positions, np.flatnonzero(evaluation.status))
+            and isinstance(start, int) and isinstance(stop, int)
+            and bool(np.all((flat >= start) & (flat < stop))) and bool(np.all(np.diff(flat) > 0)))
 
 
 def remove(location: Any, run: str) -> str:
-    """Delete one stored run (its id or a prefix); refuses a run that is live. Returns its id."""
+    """Delete one stored run (its id or a prefix). Returns its id.
+
+    Raises
+    ------
+    CheckpointBusyError
+        The run is running: it is not touched.
+    """
     store = _store(location)
     run_id = _one_run(store, run)
     prefix = f"{run_id}/"
-    held = store.lease(prefix + LEASE, leases.holder_record())  # CheckpointBusyError if it runs
+    try:
+        held = store.lease(prefix + LEASE, leases.holder_record())
+    except CheckpointBusyError as exc:
+        holder = exc.holder
+        raise CheckpointBusyError(
+            f"run {run_id} in {store.location} is running (process {holder.get('pid', '?')} on host "
+            f"{holder.get('host', '?')}); it was not removed. Stop it or let it finish, then remove it", holder
+        ) from None
     try:
         for key in list(store.keys(prefix)):
             if key != prefix + LEASE:

@@ -155,11 +155,15 @@ class DirectoryStore:
             temporary.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
+        """Remove ``key``; the last key of a folder takes the folder (and writes a kill left in it) along."""
         target = self._file(key)
         try:
             target.unlink(missing_ok=True)
-            if target.parent != self.path and not any(target.parent.iterdir()):
-                target.parent.rmdir()
+            folder = target.parent
+            if folder != self.path and all(entry.name.startswith(".") for entry in folder.iterdir()):
+                for leftover in folder.glob(".*.tmp"):
+                    leftover.unlink(missing_ok=True)
+                folder.rmdir()
         except FileNotFoundError:
             pass
         except OSError as exc:
