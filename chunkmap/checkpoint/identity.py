@@ -356,13 +356,15 @@ class _Fingerprint:
         self.value(type(obj), where)
         if isinstance(obj, types.ModuleType):
             return
+        self.digest.add("state")
+        stream = _Stream(self.digest)  # the pickle goes into the digest as it is made, never held whole
         try:
-            state = pickle.dumps(obj, protocol=4)
+            pickle.Pickler(stream, protocol=4).dump(obj)
         except Exception:
             try:
                 import cloudpickle
 
-                state = cloudpickle.dumps(obj, protocol=4)
+                cloudpickle.CloudPickler(stream, protocol=4).dump(obj)
             except Exception as exc:
                 raise IdentityError(
                     f"checkpoint= fingerprints what {self.root} computes, and {where} is a "
@@ -371,7 +373,17 @@ class _Fingerprint:
                     f"checkpoint=chunkmap.Checkpoint(location, name='my-run-v1') (change the name "
                     f"whenever what it computes changes)"
                 ) from None
-        self.digest.add("state", state)
+
+
+class _Stream:
+    """A write-only file feeding a digest (what a pickler writes is hashed, not kept)."""
+
+    def __init__(self, digest: _Digest) -> None:
+        self.hash = digest.hash
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return len(data)
 
 
 class _Sub:
