@@ -184,29 +184,18 @@ class RunCheckpoint:
         assert self.layout is not None, "begin() first"
         outputs, reasons = [], Counter()
         for key in self.store.keys(self.prefix + "chunk-"):
-            match = RECORD.fullmatch(key[len(self.prefix):])
-            number = int(match.group(1)) if match else -1
-            if not 0 <= number < len(plan.chunks):
-                reasons["filed under a name that is no chunk of the layout"] += 1
+            reason, output = self._accepted(plan, key, flat_index)
+            if reason is None:
+                outputs.append(output)
                 continue
-            chunk = plan.chunks[number]
-            try:
-                record = decode_record(self.store.get(key) or b"")
-            except CodecError as exc:
-                reasons[f"damaged ({exc})"] += 1
-                continue
-            indices = flat_index(chunk)
-            reason = accept(record, chunk, indices, self.run_id, self.layout)
-            if reason is not None:
-                reasons[reason if "layout" not in reason else "made with another chunk layout"] += 1
-                continue
-            outputs.append(ChunkOutput(number, indices, record.evaluation))
+            reasons[reason] += 1
+            self.store.delete(key)  # it can never be used: not noticed again by every later rerun
         self.rejected = sum(reasons.values())
         if reasons:
             listed = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common(4))
-            self.notices.append(f"the checkpoint {self.where} holds {self.rejected} record(s) that do not belong "
-                                f"to this run's chunks ({listed}); they were not used, and their chunks are "
-                                f"computed again")
+            self.notices.append(f"the checkpoint {self.where} held {self.rejected} record(s) that do not belong "
+                                f"to this run's chunks ({listed}); they were removed unused, and their chunks "
+                                f"are computed again")
         progress = self._read_progress()
         recorded = progress.get("chunks", 0) if isinstance(progress.get("chunks"), int) else 0
         if recorded > len(outputs) + self.rejected:
@@ -216,6 +205,23 @@ class RunCheckpoint:
         for output in outputs:
             self._count(output)
         return outputs
+
+    def _accepted(self, plan: Plan, key: str, flat_index: Callable[[Chunk], Any]) -> tuple[str | None, Any]:
+        """``(None, output)`` for a record that belongs to its chunk, else ``(why not, None)``."""
+        match = RECORD.fullmatch(key[len(self.prefix):])
+        number = int(match.group(1)) if match else -1
+        if not 0 <= number < len(plan.chunks):
+            return "filed under a name that is no chunk of the layout", None
+        chunk = plan.chunks[number]
+        try:
+            record = decode_record(self.store.get(key) or b"")
+        except CodecError as exc:
+            return f"damaged ({exc})", None
+        indices = flat_index(chunk)
+        reason = accept(record, chunk, indices, self.run_id, self.layout)
+        if reason is not None:
+            return ("made with another chunk layout" if "layout" in reason else reason), None
+        return None, ChunkOutput(number, indices, record.evaluation)
 
     def _read_progress(self) -> dict[str, Any]:
         data = self.store.get(self.prefix + PROGRESS)

@@ -127,7 +127,7 @@ def test_a_torn_or_corrupt_record_is_recomputed(ew, tmp_path):
     data = bytearray(records[1].read_bytes())
     data[len(data) // 2] ^= 0xFF  # a flipped bit in the values
     records[1].write_bytes(bytes(data))
-    with pytest.warns(chunkmap.errors.CheckpointWarning, match=r"holds 2 record\(s\) that do not belong .*damaged"):
+    with pytest.warns(chunkmap.errors.CheckpointWarning, match=r"held 2 record\(s\) that do not belong .*damaged"):
         again = chunkmap.run(ew.scaled, a, b, chunks=50, checkpoint=tmp_path, scheduler="threads")
     np.testing.assert_array_equal(again.values, first.values)
     assert again.stats.resumed == 400 - 100 and again.stats.rejected == 2
