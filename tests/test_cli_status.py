@@ -53,7 +53,7 @@ def awkward(a, b):
 def finished_run(ew, checkpoint: Path, func=None, scale: float = 1.0):
     a = np.linspace(0, 1, 300).reshape(15, 20) * scale
     return chunkmap.run(func or ew.add_or_boom, a, np.ones((15, 20)), mask=a > 0.95 * scale, skip=(ew.Boom, ValueError),
-                        chunks=40, checkpoint=checkpoint, scheduler="threads")
+                        chunks=40, checkpoint=checkpoint, scheduler="threads", progress=False)
 
 
 # --- status ---------------------------------------------------------------------------------------

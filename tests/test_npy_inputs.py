@@ -86,7 +86,8 @@ def test_checkpoint_names_a_file_by_path_size_and_mtime(ew, files):
     again = chunkmap.run(ew.scaled, folder / "a1.npy", a2, checkpoint=folder / "ckpt", scheduler="threads")
     assert again.stats.resumed == 2000
     np.save(folder / "a1.npy", a1 + 1)  # a changed file is a different run
-    changed = chunkmap.run(ew.scaled, folder / "a1.npy", a2, checkpoint=folder / "ckpt", scheduler="threads")
+    with pytest.warns(chunkmap.errors.CheckpointWarning, match=r"differs in: the inputs$"):
+        changed = chunkmap.run(ew.scaled, folder / "a1.npy", a2, checkpoint=folder / "ckpt", scheduler="threads")
     assert changed.stats.resumed == 0
     ew.assert_matches_reference(changed, ew.scaled, [a1 + 1, a2])
     assert not np.array_equal(changed.values, first.values)
