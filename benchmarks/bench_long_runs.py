@@ -1,6 +1,11 @@
 """What trust costs: checkpoints, crash isolation and timeouts, measured on the seed's workload.
 
     python -m benchmarks.bench_long_runs [--quick]
+    python -m benchmarks.bench_long_runs --only checkpoint --baseline /tmp/before  # before/after
+
+``--baseline`` takes another checkout of chunkmap with its extensions built in place
+(``git worktree add /tmp/before COMMIT && cd /tmp/before && python setup.py build_ext --inplace``)
+and measures the checkpoint overhead of both trees in the same run, interleaved.
 
 - checkpoint overhead: the same run with and without ``checkpoint=`` (a directory), at cost 0 and
   1 us per call, and a rerun that resumes everything (reading and checking every record);
@@ -14,7 +19,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -135,22 +144,51 @@ def steady_throughput(size: int, cost_ns: int) -> dict:
             "first": first, "last": last, "ratio": last / first}
 
 
+def overhead_rows(overheads: list[dict], repeat: int, label: str = "") -> list[str]:
+    return [f"| {label}checkpoint overhead, cost {o['cost_ns'] / 1000:g} us, {o['elements']:,} elements (median of "
+            f"{repeat}) | {o['without']:.3f} s without, {o['with']:.3f} s with: ratio {o['ratio']:.2f}; a rerun "
+            f"resuming everything {o['resume']:.3f} s |" for o in overheads]
+
+
+def compare_with(baseline: str, size: int, repeat: int, rounds: int = 2) -> list[str]:
+    """The checkpoint overheads of ``baseline`` (another checkout) and of this tree, interleaved."""
+    trees = {"before": os.path.abspath(baseline), "after": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    rows = []
+    for round_ in range(1, rounds + 1):
+        for label, tree in trees.items():
+            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--json", "--size", str(size),
+                                   "--repeat", str(repeat)], env={**os.environ, "PYTHONPATH": tree},
+                                  capture_output=True, text=True, check=True, cwd=tree)
+            rows += overhead_rows(json.loads(done.stdout), repeat, f"{label} (round {round_}): ")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (for the tests)")
+    parser.add_argument("--only", choices=["checkpoint"], help="measure the checkpoint overhead alone")
+    parser.add_argument("--baseline", metavar="TREE", help="another checkout to compare the checkpoint overhead with")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one tree's overheads, for --baseline
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     set_cost(0)
     size, repeat = (300, 1) if args.quick else (2000, 5)
-    overheads = [checkpoint_overhead(size, repeat, cost_ns) for cost_ns in (0, 1000)]
+    size, repeat = args.size or size, args.repeat or repeat
+    if args.json:
+        print(json.dumps([checkpoint_overhead(size, repeat, cost_ns) for cost_ns in (0, 1000)]))
+        return
+    print("| measure | figure |")
+    print("|---|---|")
+    if args.baseline:
+        print("\n".join(compare_with(args.baseline, size, repeat)))
+    else:
+        print("\n".join(overhead_rows([checkpoint_overhead(size, repeat, cost_ns) for cost_ns in (0, 1000)], repeat)))
+    if args.only:
+        return
     isolation = crash_isolation(10_000)
     hang = timeout_cost(100 if args.quick else 1000)
     steady = steady_throughput(300 if args.quick else 3000, 1000)
-    print("| measure | figure |")
-    print("|---|---|")
-    for overhead in overheads:
-        print(f"| checkpoint overhead, cost {overhead['cost_ns'] / 1000:g} us, {overhead['elements']:,} elements "
-              f"(median of {repeat}) | {overhead['without']:.3f} s without, {overhead['with']:.3f} s with: ratio "
-              f"{overhead['ratio']:.2f}; a rerun resuming everything {overhead['resume']:.3f} s |")
     print(f"| one poisoned element in a chunk of {isolation['chunk']:,} | {isolation['restarts']} worker restarts, "
           f"{isolation['re_evaluated']:,} elements evaluated twice; {isolation['poisoned']:.3f} s vs "
           f"{isolation['clean']:.3f} s clean |")
