@@ -185,14 +185,17 @@ def run(
 def _open_checkpoint(location: Checkpoint, plan: Plan, execution: Execution, chunks: int | str) -> RunCheckpoint:
     """Identify the run and take its lease in the location's store."""
     identity = run_identity(execution.func, plan.source, execution.skip, execution.kwargs, execution.timeout,
-                            chunks if chunks != "auto" else "auto", name=location.name)
+                            chunks, name=location.name)
     return RunCheckpoint(location.store, identity, describe(execution.func, plan))
 
 
-def _show(saved: RunCheckpoint) -> None:
-    """Warn with the checkpoint's notices so far (in the caller's thread), once each."""
+def _show(saved: RunCheckpoint, depth: int = 0) -> None:
+    """Warn with the checkpoint's notices so far, once each, from the line that called ``run``.
+
+    ``depth``: the calls between ``run`` and this function's caller.
+    """
     while saved.notices:
-        warnings.warn(saved.notices.pop(0), CheckpointWarning, stacklevel=3)
+        warnings.warn(saved.notices.pop(0), CheckpointWarning, stacklevel=3 + depth)
 
 
 def _execute(
@@ -218,7 +221,7 @@ def _execute(
     if saved is not None:
         saved.begin(plan)
         resumed = saved.resume(plan, lambda chunk: plan.source.flat_index(chunk.start, chunk.stop))
-        _show(saved)
+        _show(saved, depth=1)
     outputs = Outputs(plan.shape, plan.chunks)
     for output in resumed:
         outputs.add(output)

@@ -20,7 +20,7 @@ from ..plan import layout_ends
 from ..result import Failures
 from . import lease as leases
 from .records import Record, decode_record
-from .run import LEASE, MANIFEST, PROGRESS, RECORD, read_manifest
+from .run import LEASE, PROGRESS, RECORD, read_manifest
 from .stores import ChunkStore, DirectoryStore, open_store
 
 __all__ = ["RunStatus", "runs", "run_failures", "remove"]

@@ -9,10 +9,8 @@ import importlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
