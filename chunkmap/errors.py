@@ -23,6 +23,7 @@ class also derives from the builtin exception a caller would naturally catch, so
     │   └── MissingKeyError(KeyError)          no array under that key
     ├── CheckpointError(OSError)               a checkpoint cannot be read, written or trusted
     │   ├── CheckpointBusyError                another live run holds this run's checkpoint
+    │   ├── CheckpointUnreachableError(ConnectionError)   the checkpoint's server cannot be reached
     │   └── IdentityError(TypeError)           func or kwargs hold something that cannot be fingerprinted
     ├── ResultWriteError(OSError)              a result file cannot be written (its folder vanished, a full disk)
     ├── SharedMemoryError(OSError)             a shared-memory segment cannot be created, mapped or unlinked
@@ -60,6 +61,7 @@ __all__ = [
     "MissingKeyError",
     "CheckpointError",
     "CheckpointBusyError",
+    "CheckpointUnreachableError",
     "IdentityError",
     "ResultWriteError",
     "SharedMemoryError",
@@ -199,6 +201,10 @@ class CheckpointBusyError(CheckpointError):
 
     def __reduce__(self):
         return (type(self), (str(self), self.holder))
+
+
+class CheckpointUnreachableError(CheckpointError, ConnectionError):
+    """The server holding the checkpoint (Redis) cannot be reached or dropped the connection."""
 
 
 class IdentityError(CheckpointError, TypeError):

@@ -19,7 +19,7 @@ import threading
 from typing import Any, Iterator
 
 from ..checkpoint import lease as leases
-from ..errors import CheckpointBusyError, OptionError, StoreConnectionError
+from ..errors import CheckpointBusyError, CheckpointError, CheckpointUnreachableError, OptionError
 from ._client import redact
 
 __all__ = ["RedisChunkStore", "RedisLease"]
@@ -69,9 +69,16 @@ class RedisChunkStore:
         try:
             return getattr(self._client, method)(*args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreConnectionError(
-                f"the checkpoint store at {redact(self.url)} cannot be reached ({exc}); expected a "
+            raise CheckpointUnreachableError(
+                f"the checkpoint store at {self.location} cannot be reached ({exc}); expected a "
                 f"running Redis server there. Finished chunks already stored are kept"
+            ) from None
+        except redis.ResponseError as exc:  # e.g. OOM under maxmemory with noeviction: a full store
+            reason = str(exc).rstrip(".")
+            raise CheckpointError(
+                f"the Redis server of the checkpoint store at {self.location} refused {method.upper()}: "
+                f"{reason}; give it memory (maxmemory) or use another checkpoint location. Finished chunks "
+                f"already stored are kept"
             ) from None
 
     def get(self, key: str) -> bytes | None:
@@ -141,7 +148,7 @@ class RedisLease:
             try:
                 if not self.store._call("eval", _REFRESH, 1, name, self.value, int(self.ttl * 1000)):
                     self.lost.set()
-            except StoreConnectionError:
+            except CheckpointError:
                 continue  # the run's own writes report an unreachable server
 
     def check(self) -> bool:
@@ -156,7 +163,7 @@ class RedisLease:
         self._thread.join()
         try:
             self.store._call("eval", _RELEASE, 1, self.store.namespace + self.key, self.value)
-        except StoreConnectionError:
+        except CheckpointError:
             pass  # the lease expires by itself
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import chunkmap
-from chunkmap.errors import CheckpointBusyError, CheckpointWarning, StoreConnectionError
+from chunkmap.errors import CheckpointBusyError, CheckpointError, CheckpointUnreachableError, CheckpointWarning
 from chunkmap.redis.checkpoint import RedisChunkStore
 from chunkmap.stub import slowlib
 from chunkmap.testing import ChunkStoreTests
@@ -61,7 +61,7 @@ class TestRedisChunkStore(ChunkStoreTests):
 
 
 def test_an_unreachable_store_is_a_clear_error(ew):
-    with pytest.raises(StoreConnectionError, match=r"the checkpoint store at redis://127.0.0.1:1 cannot be reached"):
+    with pytest.raises(CheckpointUnreachableError, match=r"the checkpoint store at redis://127.0.0.1:1 cannot be reached"):
         chunkmap.run(ew.scaled, np.zeros(3), np.zeros(3), checkpoint="redis://127.0.0.1:1", scheduler="sync")
 
 
@@ -138,3 +138,11 @@ def test_the_same_call_twice_at_once_on_redis(ew, redis_url):
         first.join()
     np.testing.assert_array_equal(outcome["result"].values, a.reshape(-1) * 2)
     assert chunkmap.run(slow, a, chunks=50, checkpoint=store, scheduler="sync").stats.resumed == 400
+
+
+def test_a_full_redis_stops_the_run_with_a_checkpoint_error(ew, own_server):
+    server = own_server(args=["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"])
+    a = np.random.default_rng(6).random(400_000)
+    with pytest.raises(CheckpointError, match=r"refused SET: command not allowed when used memory .*give it memory \(maxmemory\) or use another"):
+        chunkmap.run(ew.scaled, a, a, chunks=50_000, checkpoint=server.url, scheduler="threads")
+    assert isinstance(CheckpointUnreachableError("x"), ConnectionError)
