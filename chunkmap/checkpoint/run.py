@@ -101,7 +101,9 @@ class RunCheckpoint:
         self.notices: list[str] = []
         self.rejected = 0
         self.layout: dict[str, Any] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._closed = False
+        self._writing = 0  # saves in flight; close() waits for them
         self._records = 0
         self._elements = 0
         self._failed: Counter[str] = Counter()
@@ -240,12 +242,26 @@ class RunCheckpoint:
                 self._failed[KINDS[status]] += count
 
     def save(self, output: ChunkOutput, chunk: Chunk) -> None:
-        """Persist one finished chunk (thread-safe); re-take the lease if the store lost it."""
+        """Persist one finished chunk (thread-safe); re-take the lease if the store lost it.
+
+        After :meth:`close` (an interrupted run whose chunks in flight still finish on their
+        threads) nothing is written: the lease is gone.
+        """
         assert self.layout is not None, "begin() first"
-        self.store.put(f"{self.prefix}chunk-{chunk.index:09d}", encode_record(output, chunk, self.run_id, self.layout))
-        self._count(output)
-        if time.monotonic() - self._written >= PROGRESS_EVERY:
-            self._write_progress(finished=False)
+        with self._lock:
+            if self._closed:
+                return
+            self._writing += 1
+        try:
+            record = encode_record(output, chunk, self.run_id, self.layout)
+            self.store.put(f"{self.prefix}chunk-{chunk.index:09d}", record)
+            self._count(output)
+            if time.monotonic() - self._written >= PROGRESS_EVERY:
+                self._write_progress(finished=False)
+        finally:
+            with self._lock:
+                self._writing -= 1
+                self._lock.notify_all()
 
     def _write_progress(self, finished: bool) -> None:
         with self._lock:
@@ -269,7 +285,12 @@ class RunCheckpoint:
         self._write_progress(finished=True)
 
     def close(self) -> None:
-        """Release the lease (also after an error or an interrupt)."""
+        """Stop taking records, wait for those being written, release the lease (also after an
+        error or an interrupt)."""
+        with self._lock:
+            self._closed = True
+            while self._writing:
+                self._lock.wait()
         self._lease.release()
 
 

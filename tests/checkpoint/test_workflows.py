@@ -68,7 +68,7 @@ def test_a_lost_manifest_and_another_pilot_layout_never_mix_records(ew, tmp_path
 
 SECOND_RUN = """
 import sys, numpy as np, chunkmap
-from chunkmap.demo import set_cost
+from chunkmap.stub import set_cost
 from chunkmap.stub import slowlib
 if __name__ == "__main__":
     set_cost(2_000_000)
@@ -307,3 +307,31 @@ def test_a_run_folder_deleted_during_the_run_is_noticed(ew, tmp_path):
     assert 0 < again.stats.resumed < first.stats.computed
     for result in (first, again):
         ew.assert_matches_reference(result, ew.scaled, [a, b], mask=a <= -1e10)
+
+
+class SlowDirectoryStore(DirectoryStore):
+    """A directory whose writes take 0.2 s (a slow network file system)."""
+
+    def put(self, key, data):
+        time.sleep(0.2)
+        super().put(key, data)
+
+
+def test_writes_in_flight_end_before_run_returns_and_none_start_after(tmp_path):
+    """On threads, an interrupt leaves other chunks finishing: run() returns only once their writes are
+    done, and writes nothing after it released the lease."""
+    a = np.arange(400.0)
+
+    def interrupt(done, total, failed):
+        if done >= 40:
+            raise KeyboardInterrupt
+
+    store = SlowDirectoryStore(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        chunkmap.run(abs, a, chunks=20, checkpoint=store, scheduler="threads", progress=interrupt)
+    written = sorted(path.name for path in only_run(tmp_path).iterdir())
+    time.sleep(0.6)
+    assert sorted(path.name for path in only_run(tmp_path).iterdir()) == written
+    assert not [name for name in written if name.endswith(".tmp")]
+    again = chunkmap.run(abs, a, chunks=20, checkpoint=store, scheduler="threads")
+    np.testing.assert_array_equal(again.values, a)
