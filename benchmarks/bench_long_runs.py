@@ -30,7 +30,8 @@ import time
 import numpy as np
 
 import chunkmap
-from chunkmap.demo import make_inputs, set_cost
+from chunkmap.cli.demo import make_inputs
+from chunkmap.stub import set_cost
 from chunkmap.isolation import evaluate_isolated
 from chunkmap.stub import slowlib
 from chunkmap.workers import WorkerPool

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from chunkmap import demo
+from chunkmap.cli import demo
 from chunkmap.stub import slowlib
 
 

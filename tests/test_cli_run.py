@@ -14,7 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from chunkmap import cli, jobs
+from chunkmap import cli
+from chunkmap.cli import jobs
 from chunkmap.errors import FormatError, MissingFileError, NotCallableError, NpyFormatError, OptionError, ShapeError
 from chunkmap.result import Failures, Result, Stats, unravel
 from chunkmap.stub import slowlib

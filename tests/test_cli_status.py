@@ -19,7 +19,8 @@ import pytest
 from test_cli_run import assert_matches_reference, inputs, run_cli  # noqa: F401 (inputs is a fixture)
 
 import chunkmap
-from chunkmap import cli, demo, jobs
+from chunkmap import cli
+from chunkmap.cli import demo, jobs
 from chunkmap.checkpoint import decode_record, runs
 from chunkmap.errors import CheckpointWarning
 
@@ -104,7 +105,8 @@ def test_status_shows_a_damaged_or_missing_manifest(ew, tmp_path, capsys):
 KILLED_RUN = """
 import sys
 import chunkmap
-from chunkmap.demo import make_inputs, set_cost
+from chunkmap.cli.demo import make_inputs
+from chunkmap.stub import set_cost
 from chunkmap.stub import slowlib
 
 set_cost(1_000_000)  # 1 ms per call: 50 ms per chunk of 50

@@ -12,7 +12,7 @@ import pytest
 from distributed import Client
 
 import chunkmap
-from chunkmap.demo import set_cost
+from chunkmap.stub import set_cost
 from chunkmap.errors import OptionError
 from chunkmap.isolation import WorkerStartError, evaluate_isolated
 from chunkmap.stub import slowlib

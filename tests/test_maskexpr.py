@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import chunkmap
 from chunkmap.errors import MaskError, OptionError
-from chunkmap.maskexpr import MAX_DEPTH, MaskExpression, compile_mask
+from chunkmap.cli.maskexpr import MAX_DEPTH, MaskExpression, compile_mask
 
 
 def columns(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ def test_counts_reach_the_unmasked_total(ew, scheduler):
 
 def test_element_level_updates_inside_chunks_on_processes():
     """A single chunk of 2 ms calls reports progress element by element from the heartbeat."""
-    from chunkmap.demo import set_cost
+    from chunkmap.stub import set_cost
 
     set_cost(2_000_000)
     try:

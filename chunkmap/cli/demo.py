@@ -8,13 +8,12 @@ cost, skipping ``slowlib.InternalError``: exactly the seed's ``build_indexes`` l
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
-from . import core
-from .result import Result
+from .. import core
+from ..result import Result
 
 __all__ = ["make_inputs", "run_demo", "report"]
 
@@ -38,20 +37,6 @@ def make_inputs(size: int, seed: int = 0, masked_fraction: float = 0.1) -> tuple
     return a1, a2
 
 
-def set_cost(cost_ns: int, client: Any = None) -> None:
-    """Set the stub's per-call cost here and in worker processes, also on ``client``'s dask workers.
-
-    Worker processes inherit the environment, and a worker pool restarts when the environment
-    changes, so setting ``SLOWLIB_COST_NS`` reaches every process that calls the stub.
-    """
-    from .stub import slowlib
-
-    slowlib.set_cost_ns(cost_ns)
-    os.environ["SLOWLIB_COST_NS"] = str(cost_ns)
-    if client is not None:
-        client.run(set_cost, cost_ns)
-
-
 def run_demo(
     size: int = 1000,
     cost_ns: int = 1000,
@@ -60,8 +45,8 @@ def run_demo(
     seed: int = 0,
 ) -> Result:
     """Run the seed's job with chunkmap and return its :class:`~chunkmap.Result`."""
-    from .engine import resolve_scheduler
-    from .stub import slowlib
+    from ..engine import resolve_scheduler
+    from ..stub import set_cost, slowlib
 
     a1, a2 = make_inputs(size, seed)
     with resolve_scheduler(scheduler) as resolved:

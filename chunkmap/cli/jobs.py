@@ -60,8 +60,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import core
-from .errors import (
+from .. import core
+from ..errors import (
     FormatError,
     MissingFileError,
     NotCallableError,
@@ -71,8 +71,8 @@ from .errors import (
     ShapeError,
 )
 from .maskexpr import compile_mask
-from .npy.header import read_header
-from .result import Failures, Result, Stats
+from ..npy.header import read_header
+from ..result import Failures, Result, Stats
 
 __all__ = [
     "FORMAT",
@@ -265,7 +265,7 @@ def run_job(
     inputs : sequence of path
         The ``.npy`` files, ``in1..inN`` in this order; memory-mapped, never copied.
     mask : str, optional
-        A mask expression (:mod:`chunkmap.maskexpr`); True = do not compute.
+        A mask expression (:mod:`chunkmap.cli.maskexpr`); True = do not compute.
     skip : sequence of str
         ``MODULE:EXC`` exception classes to record in ``result.failures`` instead of stopping.
     output : path, optional
@@ -338,7 +338,7 @@ def _stack(coords: Sequence[np.ndarray], count: int) -> np.ndarray:
 
 
 def save_result(result: Result, path: str | os.PathLike[str], job: dict[str, Any] | None = None) -> None:
-    """Write ``result`` to an ``.npz`` (layout in :mod:`chunkmap.jobs`), atomically, without pickle.
+    """Write ``result`` to an ``.npz`` (layout in :mod:`chunkmap.cli.jobs`), atomically, without pickle.
 
     The file is written to a temporary name in the same folder, flushed to disk and renamed
     over ``path``, so ``path`` holds either the previous file or the complete new one. ``path``

@@ -66,7 +66,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from .errors import MaskError, OptionError
+from ..errors import MaskError, OptionError
 
 __all__ = ["MaskExpression", "compile_mask"]
 
@@ -507,7 +507,7 @@ class MaskExpression:
     Parameters
     ----------
     text : str
-        The mask, in the grammar of :mod:`chunkmap.maskexpr`.
+        The mask, in the grammar of :mod:`chunkmap.cli.maskexpr`.
     n_inputs : int
         Number of inputs, ``in1..inN``.
 
@@ -580,7 +580,7 @@ class MaskExpression:
         return (MaskExpression, (self.text, self.n_inputs))
 
     def __dask_tokenize__(self):
-        return ("chunkmap.maskexpr.MaskExpression", self.text, self.n_inputs)
+        return ("chunkmap.cli.maskexpr.MaskExpression", self.text, self.n_inputs)
 
 
 def compile_mask(text: str, n_inputs: int) -> MaskExpression:
@@ -589,7 +589,7 @@ def compile_mask(text: str, n_inputs: int) -> MaskExpression:
     Parameters
     ----------
     text : str
-        The mask in the grammar of :mod:`chunkmap.maskexpr`, e.g. ``"in1 <= -1e10"``.
+        The mask in the grammar of :mod:`chunkmap.cli.maskexpr`, e.g. ``"in1 <= -1e10"``.
     n_inputs : int
         Number of inputs; names beyond ``in{n_inputs}`` are rejected.
 

@@ -21,6 +21,9 @@ slowlib.Model(scale)
     A SWIG object (a C struct behind a handle) that, like most SWIG objects,
     cannot be pickled; ``Model(scale).predict(a, b)`` is
     ``scale * slow_computation(a, b)`` as a float (``InternalError`` alike).
+set_cost(ns, client=None)
+    ``set_cost_ns`` here and in the worker processes chunkmap starts later
+    (through ``SLOWLIB_COST_NS``), and on a dask client's workers.
 slowlib.InternalError
     Subclass of ``Exception`` raised for the library's error codes; its message
     names the inputs. Functions and exception pickle by reference.
@@ -56,3 +59,24 @@ Traceback (most recent call last):
     ...
 chunkmap.stub.slowlib.InternalError: slowlib_compute(0.5, 0.24): input outside the library's domain (code 1)
 """
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["set_cost"]
+
+
+def set_cost(cost_ns: int, client: Any = None) -> None:
+    """Set the stub's per-call cost here and in worker processes, also on ``client``'s dask workers.
+
+    Worker processes inherit the environment, and a worker pool restarts when the environment
+    changes, so setting ``SLOWLIB_COST_NS`` reaches every process that calls the stub.
+    """
+    from . import slowlib
+
+    slowlib.set_cost_ns(cost_ns)
+    os.environ["SLOWLIB_COST_NS"] = str(cost_ns)
+    if client is not None:
+        client.run(set_cost, cost_ns)

@@ -46,7 +46,7 @@ from chunkmap.checkpoint import decode_record, encode_record
 from chunkmap.checkpoint.records import accept
 from chunkmap.checkpoint.run import read_manifest
 from chunkmap.checkpoint.stores import DirectoryStore
-from chunkmap.jobs import load_result
+from chunkmap.cli.jobs import load_result
 from chunkmap.kernel import ChunkOutput, Evaluation
 from chunkmap.plan import make_plan
 from chunkmap.stub import slowlib
@@ -60,8 +60,8 @@ libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
 
 import numpy as np
 import chunkmap
-import chunkmap.engine, chunkmap.jobs  # dask and the rest, imported once for every driver
-from chunkmap.demo import set_cost
+import chunkmap.engine, chunkmap.cli.jobs  # dask and the rest, imported once for every driver
+from chunkmap.stub import set_cost
 from chunkmap.stub import slowlib
 
 try:
@@ -98,7 +98,7 @@ def drive(order, events):
                           chunks=order["chunks"], scheduler=order["scheduler"], checkpoint=checkpoint,
                           progress=progress)
     send("returned", result.stats.resumed, result.stats.rejected)
-    chunkmap.jobs.save_result(result, order["result"])  # atomic: absent or whole
+    chunkmap.cli.jobs.save_result(result, order["result"])  # atomic: absent or whole
     send("finished")
 
 

@@ -24,7 +24,7 @@ KILLED_RUN = """
 import sys
 import numpy as np
 import chunkmap
-from chunkmap.demo import set_cost
+from chunkmap.stub import set_cost
 from chunkmap.stub import slowlib
 
 if __name__ == "__main__":
