@@ -10,7 +10,8 @@ empty store::
         def make_store(self):
             return MyStore(...)
 
-Every store chunkmap ships (directory, memory, Redis) passes the same suite.
+Every store chunkmap ships (directory, memory, Redis) passes the same suite. :func:`free_port`
+is the one helper for a free loopback port (servers and schedulers started by tests).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +29,7 @@ from typing import Any
 from .checkpoint import lease as leases
 from .errors import CheckpointBusyError
 
-__all__ = ["ChunkStoreTests"]
+__all__ = ["ChunkStoreTests", "free_port"]
 
 #: a process that takes a lease of a pickled store, says so, and waits to be killed
 _HOLDER = """
@@ -38,6 +40,13 @@ held = store.lease(sys.argv[2], lease.holder_record())
 print("ready", flush=True)
 time.sleep(120)
 """
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class ChunkStoreTests:

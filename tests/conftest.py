@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from distributed import Client, LocalCluster
 sys.path.insert(0, os.path.dirname(__file__))
 import elementwise  # noqa: E402
 
+from chunkmap.testing import free_port  # noqa: E402
+
 cloudpickle.register_pickle_by_value(elementwise)
 
 
@@ -25,12 +26,6 @@ cloudpickle.register_pickle_by_value(elementwise)
 def ew():
     """The module of test functions and the serial reference."""
     return elementwise
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def dask_command() -> list[str]:

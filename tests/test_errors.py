@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import socket
 
 import dask
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 
 import chunkmap
 from chunkmap import errors
+from chunkmap.testing import free_port
 
 
 def ok(*args):
@@ -105,12 +105,6 @@ def test_distributed_without_a_client():
 def test_client_must_be_a_client():
     with pytest.raises(errors.SchedulerError, match="client must be a distributed.Client; got str"):
         chunkmap.run(ok, np.zeros(3), client="tcp://127.0.0.1:1")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("form", ["tcp://127.0.0.1:{}", "127.0.0.1:{}"])

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import StoreConnectionError
+from ..testing import free_port
 
 __all__ = ["find_redis_server", "free_port", "RedisServer"]
 
@@ -33,13 +34,6 @@ def find_redis_server(name: str = "redis-server") -> str | None:
         if p.is_file() and os.access(p, os.X_OK):
             return str(p)
     return None
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

@@ -11,7 +11,7 @@ import pytest
 
 from chunkmap.errors import CodecError, MissingKeyError, StoreConnectionError, StoreError
 from chunkmap.redis import RedisArrayStore
-from chunkmap.redis.server import free_port
+from chunkmap.testing import free_port
 
 
 class StoreTests:
