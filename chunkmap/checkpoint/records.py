@@ -124,10 +124,12 @@ def decode_record(data: bytes) -> Record:
     return Record(header, Evaluation(status.copy(), values.copy(), failures), failure_flat.copy())
 
 
-def accept(record: Record, chunk: Chunk, flat_index: np.ndarray, run: str, layout: dict[str, Any]) -> str | None:
+def accept(record: Record, chunk: Chunk, flat_index: np.ndarray | None, run: str, layout: dict[str, Any]) -> str | None:
     """Why ``record`` does not belong to ``chunk`` of this run and layout, or None if it does.
 
-    ``flat_index`` is the chunk's unmasked flat indices, from the run's own mask.
+    ``flat_index`` is the chunk's unmasked flat indices, from the run's own mask; without it
+    (reading a location without the inputs) the failures' flat indices need only be ascending
+    and inside the chunk's range.
     """
     header = record.header
     for field, expected in (("format", 3), ("run", run), ("layout", layout), ("chunk", chunk.index),
@@ -142,8 +144,10 @@ def accept(record: Record, chunk: Chunk, flat_index: np.ndarray, run: str, layou
     if values.ndim != 1 or len(values) != computed:
         return f"it holds {values.shape} values for {computed} computed elements"
     failing = np.flatnonzero(status != COMPUTED)
-    if not np.array_equal(failures.positions, failing) or not np.array_equal(record.failure_flat_index,
-                                                                             flat_index[failing]):
+    flat = record.failure_flat_index
+    in_chunk = (np.array_equal(flat, flat_index[failing]) if flat_index is not None else
+                bool(np.all((flat >= chunk.start) & (flat < chunk.stop) & (np.diff(flat, prepend=-1) > 0))))
+    if not np.array_equal(failures.positions, failing) or not in_chunk:
         return "its failures do not match its statuses or the chunk's elements"
     if len(failures.type_codes) != len(failing) or int(failures.block_counts.sum()) != len(failing) or (
             len(failing) and int(failures.type_codes.max(initial=0)) >= len(failures.type_names)):

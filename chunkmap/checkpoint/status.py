@@ -16,10 +16,10 @@ import numpy as np
 from ..errors import CheckpointBusyError, CheckpointError, CodecError, OptionError
 from ..failures import FailureRecords
 from ..kernel import KINDS
-from ..plan import layout_ends
+from ..plan import Chunk, layout_ends
 from ..result import Failures
 from . import lease as leases
-from .records import Record, decode_record
+from .records import Record, accept, decode_record
 from .run import LEASE, PROGRESS, RECORD, read_manifest
 from .stores import ChunkStore, DirectoryStore, open_store
 
@@ -227,16 +227,12 @@ def run_failures(location: Any, run: str | None = None) -> Failures:
 
 
 def _belongs(record: Record, index: int, run_id: str, layout: dict[str, Any], sizes: list[int]) -> bool:
-    """What can be checked of a record without the run's inputs: its run, layout, chunk and failures."""
-    header, evaluation = record.header, record.evaluation
-    if (header.get("run"), header.get("layout"), header.get("chunk")) != (run_id, layout, index):
+    """:func:`~chunkmap.checkpoint.records.accept` as far as it goes without the run's inputs (the
+    chunk's range is the record's own, its failures need only lie inside it)."""
+    start, stop = record.header.get("start"), record.header.get("stop")
+    if index >= len(sizes) or not (isinstance(start, int) and isinstance(stop, int)):
         return False
-    if index >= len(sizes) or header.get("size") != sizes[index] or len(evaluation.status) != sizes[index]:
-        return False
-    flat, start, stop = record.failure_flat_index, header.get("start"), header.get("stop")
-    return (np.array_equal(evaluation.failures.positions, np.flatnonzero(evaluation.status))
-            and isinstance(start, int) and isinstance(stop, int)
-            and bool(np.all((flat >= start) & (flat < stop))) and bool(np.all(np.diff(flat) > 0)))
+    return accept(record, Chunk(index, start, stop, sizes[index]), None, run_id, layout) is None
 
 
 def remove(location: Any, run: str) -> str:
