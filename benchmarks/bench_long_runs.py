@@ -32,9 +32,9 @@ import numpy as np
 import chunkmap
 from chunkmap.cli.demo import make_inputs
 from chunkmap.stub import set_cost
-from chunkmap.isolation import evaluate_isolated
+from chunkmap.local.isolation import evaluate_isolated
 from chunkmap.stub import slowlib
-from chunkmap.workers import WorkerPool
+from chunkmap.local.pool import WorkerPool
 
 
 def timed(function, repeat: int) -> float:
@@ -110,16 +110,16 @@ def timeout_cost(size: int) -> dict:
 def steady_throughput(size: int, cost_ns: int) -> dict:
     """Each chunk's rate (its elements over the seconds its worker request took), first 10% against last 10%.
 
-    The chunks are timed around :func:`chunkmap.isolation.evaluate_isolated` (request, evaluation
+    The chunks are timed around :func:`chunkmap.local.isolation.evaluate_isolated` (request, evaluation
     and response of one chunk); the pilot's rounds are left out, the guided tail is in.
     """
-    from chunkmap import engine
+    from chunkmap.local import isolation
 
     a1, a2 = make_inputs(size)
     set_cost(cost_ns)
     chunkmap.run(slowlib.slow_computation, a2[:10], a1[:10], skip=slowlib.InternalError)  # start the workers
     timings: list[tuple[int, float]] = []
-    evaluate = engine.evaluate_isolated
+    evaluate = isolation.evaluate_isolated
 
     def timed_evaluate(inputs, *args, **kwargs):
         started = time.perf_counter()
@@ -127,11 +127,11 @@ def steady_throughput(size: int, cost_ns: int) -> dict:
         timings.append((len(evaluation.status), time.perf_counter() - started))
         return evaluation
 
-    engine.evaluate_isolated = timed_evaluate
+    isolation.evaluate_isolated = timed_evaluate
     try:
         result = chunkmap.run(slowlib.slow_computation, a2, a1, mask=a1 <= -1e10, skip=slowlib.InternalError)
     finally:
-        engine.evaluate_isolated = evaluate
+        isolation.evaluate_isolated = evaluate
         set_cost(0)
     biggest = max(elements for elements, _ in timings)
     main_phase = timings[next(i for i, (elements, _) in enumerate(timings) if elements == biggest):]

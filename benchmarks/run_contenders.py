@@ -385,7 +385,7 @@ class Distributed(Contender):
                 n_workers=self.workers, threads_per_worker=1, processes=True,
                 dashboard_address=None, silence_logs=50,
             )
-            self.client = Client(self.cluster)
+            self.client = Client(self.cluster, set_as_default=False)
             self.client.run(set_cost, self.cost_ns)
         f1, f2 = self.client.scatter([a1, a2], broadcast=True)
         ranges = chunk_ranges(a1.size, self.chunks)

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # run() (and all it imports) loads on first use: a worker process importing chunkmap.worker
+    # run() (and all it imports) loads on first use: a worker process importing chunkmap.local.child
     # starts without it (~0.15 s less per worker start)
     if name == "run":
         from .core import run

@@ -1,25 +1,29 @@
-"""``chunkmap.run``: call a scalar function on every unmasked element of numpy arrays, in parallel."""
+"""``chunkmap.run``: call a scalar function on every unmasked element of numpy arrays, in parallel.
+
+The wiring of a run, in order: check the options (:mod:`~chunkmap.options`), choose the backend
+(:mod:`~chunkmap.backends`), plan the inputs and mask (:mod:`~chunkmap.plan`), open the
+checkpoint (:mod:`~chunkmap.checkpoint`), lay out the chunks (a stored layout, ``chunks=``, or
+:func:`~chunkmap.sizing.pilot`), execute the rest, and assemble the
+:class:`~chunkmap.result.Result` (:mod:`~chunkmap.outputs`).
+"""
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from . import sizing
-from .checkpoint import Checkpoint, RunCheckpoint, run_identity
-from .checkpoint.run import describe
-from .errors import CheckpointWarning, NotCallableError, OptionError
-from .kernel import ChunkOutput
-from .outputs import Outputs
+from . import backends, options, sizing
+from .backends import Backend
+from .checkpoint import Checkpoint, RunCheckpoint
+from .errors import CheckpointWarning
+from .kernel import ChunkOutput, Execution
+from .outputs import Delivery, Outputs
 from .plan import Plan, make_plan
 from .progress import Progress, make_progress
 from .result import Result, Stats
-from .workers import cpu_count, shared_pool
-
-if TYPE_CHECKING:
-    from .engine import Execution, Scheduler
 
 __all__ = ["run"]
 
@@ -69,12 +73,16 @@ def run(
         gives the time per call ``t`` and the overhead per task ``o``. The rest is cut into
         equal chunks lasting at least ``100 o`` (overhead under 1%), about 1/32 of each worker's
         share (the last chunks end together), at most half of it and at most 30 s.
-    scheduler : str, distributed.Client or None, optional
-        ``"processes"`` (the default: a local process pool, one per core), ``"threads"`` (for
-        functions that release the GIL), ``"sync"`` (in the calling thread, for debugging),
-        ``"distributed"`` (the current ``distributed.Client``), a ``distributed.Client``, or
-        a scheduler address such as ``"tcp://127.0.0.1:8786"`` (chunkmap connects, waiting
-        dask's ``distributed.comm.timeouts.connect``, and disconnects at the end).
+    scheduler : str, callable, distributed.Client or None, optional
+        ``"processes"`` (a local process pool, one per core), ``"threads"`` (for functions that
+        release the GIL), ``"sync"`` (in the calling thread, for debugging), ``"distributed"``
+        (the current ``distributed.Client``), a ``distributed.Client``, or a scheduler address
+        such as ``"tcp://127.0.0.1:8786"`` (chunkmap connects, waiting dask's
+        ``distributed.comm.timeouts.connect``, and disconnects at the end). dask's names
+        (``"threading"``, ``"synchronous"``, ...) and scheduler functions (``dask.threaded.get``)
+        work too. ``None`` follows dask's precedence: dask's ``"scheduler"`` setting
+        (``dask.config.set(scheduler="threads")``), then the active ``distributed.Client``, then
+        ``"processes"`` (see :mod:`chunkmap.backends`).
     client : distributed.Client, optional
         Run on this client's cluster; the same as ``scheduler=client``.
     kwargs : mapping, optional
@@ -143,30 +151,27 @@ def run(
     ([0, 1], [0, 1], [0.1, 0.1])
     """
     started = time.perf_counter()
-    if not callable(func):
-        raise NotCallableError(
-            f"func must be callable; got {type(func).__name__} {func!r:.80}. The function comes "
-            f"first: run(func, *arrays)"
-        )
-    if scheduler in (None, "processes") and client is None:
-        shared_pool(cpu_count())  # the workers start while dask is imported and the inputs planned
-    from .engine import Execution, resolve_scheduler  # dask loads on the first run, not on import
-
-    execution = Execution(func, _skip_tuple(skip), _kwargs_mapping(kwargs), _timeout(timeout))
+    execution = Execution(options.function(func), options.skip_classes(skip), options.call_kwargs(kwargs),
+                          options.call_timeout(timeout))
+    chunks = options.chunk_option(chunks)
     location = Checkpoint.of(checkpoint) if checkpoint is not None else None
-    with resolve_scheduler(scheduler, client) as resolved:
-        plan = make_plan(arrays, mask=mask, chunks=chunks, workers=resolved.workers)
-        saved = _open_checkpoint(location, plan, execution, chunks) if location is not None else None
+    backends.prewarm(scheduler, client)  # the workers start while dask is imported and the inputs planned
+    with backends.resolve(scheduler, client) as backend:
+        backend.accept(execution)
+        plan = make_plan(arrays, mask=mask)
+        saved = location.open_run(plan, execution, chunks) if location is not None else None
         reporter = None
         try:
             reporter = make_progress(progress, plan.unmasked)
-            result, resumed = _execute(plan, chunks == "auto", execution, resolved, saved, reporter)
+            execution.progress = reporter.advance if reporter is not None else None
+            outputs, resumed = _compute(plan, chunks, execution, backend, saved, reporter)
         finally:
             if reporter is not None:
                 reporter.close()
             if saved is not None:
                 saved.close()
                 _show(saved)
+    result = outputs.result()
     wall_time = time.perf_counter() - started
     calls = len(result.values) + len(result.failures) - resumed
     result.stats = Stats(
@@ -182,11 +187,29 @@ def run(
     return result
 
 
-def _open_checkpoint(location: Checkpoint, plan: Plan, execution: Execution, chunks: int | str) -> RunCheckpoint:
-    """Identify the run and take its lease in the location's store."""
-    identity = run_identity(execution.func, plan.source, execution.skip, execution.kwargs, execution.timeout,
-                            chunks, name=location.name)
-    return RunCheckpoint(location.store, identity, describe(execution.func, plan))
+def _compute(plan: Plan, chunks: int | str, execution: Execution, backend: Backend, saved: RunCheckpoint | None,
+             reporter: Progress | None) -> tuple[Outputs, int]:
+    """Lay out the chunks, take the checkpoint's finished ones, compute the rest: the outputs and resumed count."""
+    layout = saved.stored_layout() if saved is not None else None
+    pilot_outputs: list[ChunkOutput] = []
+    if layout is None and chunks != "auto":
+        layout = ((), chunks, 0)
+    elif layout is None and plan.unmasked:
+        execute = functools.partial(backend.execute, plan.source, execution)
+        layout = (*sizing.pilot(plan, backend.workers, execute, pilot_outputs.append), backend.workers)
+    plan = plan.with_layout(*(layout or ((), 1, 0)))
+    deliver = Delivery(plan.chunks, Outputs(plan.shape, plan.chunks), saved, reporter)
+    resumed = 0
+    if saved is not None:
+        saved.begin(plan)
+        resumed = deliver.resume(saved.resume(plan, lambda chunk: plan.source.flat_index(chunk.start, chunk.stop)))
+        _show(saved, depth=1)
+    for output in pilot_outputs:
+        deliver(output)
+    backend.execute(plan.source, execution, deliver.remaining(), deliver)
+    if saved is not None:
+        saved.finish()
+    return deliver.outputs, resumed
 
 
 def _show(saved: RunCheckpoint, depth: int = 0) -> None:
@@ -196,122 +219,3 @@ def _show(saved: RunCheckpoint, depth: int = 0) -> None:
     """
     while saved.notices:
         warnings.warn(saved.notices.pop(0), CheckpointWarning, stacklevel=3 + depth)
-
-
-def _execute(
-    plan: Plan,
-    auto: bool,
-    execution: Execution,
-    scheduler: Scheduler,
-    saved: Checkpoint | None,
-    reporter: Progress | None,
-) -> tuple[Result, int]:
-    """Lay out the chunks (pilot or checkpoint), resume, evaluate the rest; the result and resumed count."""
-    from .engine import execute
-
-    if reporter is not None:
-        execution.progress = reporter.advance
-    layout = saved.stored_layout() if saved is not None else None
-    pilot_outputs: list[ChunkOutput] = []
-    if layout is not None:
-        plan = plan.with_layout(*layout)
-    elif auto and plan.unmasked:
-        plan = plan.with_layout(*_pilot(plan, execution, scheduler, pilot_outputs.append), scheduler.workers)
-    resumed: list[ChunkOutput] = []
-    if saved is not None:
-        saved.begin(plan)
-        resumed = saved.resume(plan, lambda chunk: plan.source.flat_index(chunk.start, chunk.stop))
-        _show(saved, depth=1)
-    outputs = Outputs(plan.shape, plan.chunks)
-    for output in resumed:
-        outputs.add(output)
-    if reporter is not None:
-        reporter.advance(sum(len(o.flat_index) for o in resumed), sum(len(o.evaluation.failures) for o in resumed))
-
-    def deliver(output: ChunkOutput) -> None:
-        outputs.add(output)
-        if saved is not None:
-            saved.save(output, plan.chunks[output.index])
-        if reporter is not None:
-            reporter.fail(len(output.evaluation.failures))
-
-    for output in pilot_outputs:
-        deliver(output)
-    remaining = [chunk for chunk in plan.chunks if not outputs.completed[chunk.index]]
-    execute(plan.source, remaining, execution, scheduler, deliver)
-    if saved is not None:
-        saved.finish()
-    return outputs.result(), sum(len(output.flat_index) for output in resumed)
-
-
-def _pilot(
-    plan: Plan, execution: Execution, scheduler: Scheduler, deliver: Callable[[ChunkOutput], None]
-) -> tuple[list[int], int]:
-    """Run pilot rounds (one chunk per worker, growing) and size the rest: ``(head ends, chunk size)``.
-
-    See :mod:`chunkmap.sizing`; the pilot's outputs go to ``deliver``.
-    """
-    from .engine import execute
-
-    head: list[int] = []
-    rounds: list[tuple[int, float]] = []
-    tasks: list[tuple[int, float, float]] = []
-    per_task = 1
-    while not head or head[-1] < plan.unmasked:
-        done = head[-1] if head else 0
-        ends = sorted({min(done + per_task * (i + 1), plan.unmasked) for i in range(scheduler.workers)})
-        chunks = plan.head_chunks(head + ends)[len(head):]
-        outputs: list[ChunkOutput] = []
-        execute(plan.source, chunks, execution, scheduler, outputs.append)
-        for output in outputs:
-            deliver(output)
-        if rounds:  # the first round warms up (worker start, imports)
-            tasks += _timings(outputs)
-        rounds.append((per_task, max(output.seconds for output in outputs)))
-        head += ends
-        if sizing.measured(rounds):
-            break
-        per_task *= sizing.PILOT_GROWTH
-    remaining = plan.unmasked - head[-1]
-    if not remaining:
-        return head, plan.unmasked  # the pilot did everything
-    per_call, overhead = sizing.fit(tasks or _timings(outputs))
-    return head, sizing.auto_chunk_size(per_call, overhead, remaining, scheduler.workers)
-
-
-def _timings(outputs: list[ChunkOutput]) -> list[tuple[int, float, float]]:
-    """``(elements, seconds, loop seconds)`` of each output, as :func:`chunkmap.sizing.fit` takes them."""
-    return [(len(output.flat_index), output.seconds, output.evaluation.seconds) for output in outputs]
-
-
-def _skip_tuple(skip: Any) -> tuple[type[BaseException], ...]:
-    if skip is None:
-        return ()
-    classes = skip if isinstance(skip, tuple) else (skip,)
-    for cls in classes:
-        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-            raise OptionError(
-                f"skip must be an exception class or a tuple of them (e.g. skip=ValueError); "
-                f"got {skip!r} with {cls!r} of type {type(cls).__name__}"
-            )
-    return classes
-
-
-def _timeout(timeout: Any) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
-        return float(timeout)
-    raise OptionError(f"timeout must be a positive number of seconds per call, or None; got {timeout!r}")
-
-
-def _kwargs_mapping(kwargs: Any) -> dict[str, Any] | None:
-    if kwargs is None:
-        return None
-    if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
-        raise OptionError(
-            f"kwargs must be a mapping of argument names to values, passed to every call of "
-            f"func; got {type(kwargs).__name__} {kwargs!r:.80}"
-        )
-    return dict(kwargs)
-

@@ -14,6 +14,7 @@ class also derives from the builtin exception a caller would naturally catch, so
     ├── SchedulerError(ValueError)             an unknown or contradictory scheduler choice
     │   └── SchedulerUnreachableError(ConnectionError)   nothing answers at the address
     ├── ElementError(RuntimeError)             func raised an exception not listed in skip=
+    ├── WorkerStartError(RuntimeError)         worker processes die before evaluating anything
     ├── MissingFileError(FileNotFoundError)    a file chunkmap was asked to read does not exist
     ├── FormatError(ValueError)                bytes that are not what they claim to be
     │   ├── NpyFormatError                     not a readable .npy file (truncated, object dtype, ...)
@@ -52,6 +53,7 @@ __all__ = [
     "SchedulerError",
     "SchedulerUnreachableError",
     "ElementError",
+    "WorkerStartError",
     "MissingFileError",
     "FormatError",
     "NpyFormatError",
@@ -146,6 +148,10 @@ class ElementError(ChunkmapError, RuntimeError):
             type(self),
             (self.coords, self.inputs, self.exception_type, self.exception_message),
         )
+
+
+class WorkerStartError(ChunkmapError, RuntimeError):
+    """Worker processes die before evaluating any element (their error output says why)."""
 
 
 class MissingFileError(ChunkmapError, FileNotFoundError):

@@ -4,12 +4,14 @@ numpy only; no scheduler. A chunk's inputs become plain Python scalars (as the s
 ``np.asscalar`` did: SWIG wrappers reject numpy scalars), ``func`` is called once per element,
 and the outcome is an :class:`Evaluation`: the values computed, one status byte per element and
 the failures. The same code runs in the calling process (``sync``, ``threads``) and inside the
-isolated worker processes of :mod:`chunkmap.workers`.
+isolated worker processes of :mod:`chunkmap.local`. An :class:`Execution` says what a run
+calls and how each call is guarded.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -27,6 +29,7 @@ __all__ = [
     "CRASH",
     "TIMEOUT",
     "KINDS",
+    "Execution",
     "Evaluation",
     "ElementFailure",
     "ChunkOutput",
@@ -44,6 +47,25 @@ CRASH = 2
 TIMEOUT = 3
 #: The failure kind of each failing status.
 KINDS = {EXCEPTION: "exception", CRASH: "crash", TIMEOUT: "timeout"}
+
+
+@dataclass
+class Execution:
+    """What a run executes: the function and how each element's call is guarded.
+
+    ``progress`` (elements newly done) and ``cancelled`` (set on Ctrl-C or an error: busy
+    workers stop at once) belong to the calling process and are not pickled with the rest.
+    """
+
+    func: Callable[..., Any]
+    skip: tuple[type[BaseException], ...] = ()
+    kwargs: Mapping[str, Any] | None = None
+    timeout: float | None = None
+    progress: Callable[[int], None] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def __reduce__(self):
+        return (Execution, (self.func, self.skip, self.kwargs, self.timeout))
 
 
 @dataclass

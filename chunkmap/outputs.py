@@ -1,5 +1,8 @@
 """Collect chunk outputs, in any order, into the arrays of a :class:`~chunkmap.result.Result`.
 
+:class:`Delivery` is where a run sends each chunk's output: into the :class:`Outputs`, to the
+checkpoint and to the progress count.
+
 numpy only. The arrays are allocated once, one slot per unmasked element (a chunk's slots are
 known before it runs), and each chunk's flat indices and values are written into its slots as it
 completes: nothing grows during a run, and no list of per-chunk results is kept to concatenate
@@ -12,17 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .failures import FailureRecords
-from .heap import release_free_memory
 from .kernel import COMPUTED, KINDS, ChunkOutput
 from .plan import Chunk
 from .result import Failures, Result
+from .system import release_free_memory
 
-__all__ = ["Outputs", "compact_pair", "unravel_in_place"]
+if TYPE_CHECKING:
+    from .checkpoint import RunCheckpoint
+    from .progress import Progress
+
+__all__ = ["Outputs", "Delivery", "compact_pair", "unravel_in_place"]
 
 #: elements moved per step of an in-place compaction (bounds its temporary copy)
 COMPACT_BLOCK = 1 << 20
@@ -106,6 +113,41 @@ class Outputs:
         failures = Failures.from_records(self.shape, records, codes, [KINDS[status] for status in FAILING])
         release_free_memory()  # before the coordinates take new memory
         return Result(self.shape, unravel_in_place(flat_index, self.shape), values, failures)
+
+
+class Delivery:
+    """Where each chunk output of a run goes: its :class:`Outputs`, its checkpoint, its progress count.
+
+    Called from any thread, as chunks complete.
+    """
+
+    def __init__(self, chunks: Sequence[Chunk], outputs: Outputs, checkpoint: RunCheckpoint | None = None,
+                 progress: Progress | None = None) -> None:
+        self.chunks = chunks
+        self.outputs = outputs
+        self.checkpoint = checkpoint
+        self.progress = progress
+
+    def __call__(self, output: ChunkOutput) -> None:
+        """A chunk computed by this run: kept, saved, its failures counted (its elements were, as they ran)."""
+        self.outputs.add(output)
+        if self.checkpoint is not None:
+            self.checkpoint.save(output, self.chunks[output.index])
+        if self.progress is not None:
+            self.progress.fail(len(output.evaluation.failures))
+
+    def resume(self, outputs: Sequence[ChunkOutput]) -> int:
+        """Chunks read back from the checkpoint: kept and counted as done; their element count."""
+        for output in outputs:
+            self.outputs.add(output)
+        elements = sum(len(output.flat_index) for output in outputs)
+        if self.progress is not None:
+            self.progress.advance(elements, sum(len(output.evaluation.failures) for output in outputs))
+        return elements
+
+    def remaining(self) -> list[Chunk]:
+        """The chunks no output has been delivered for yet."""
+        return [chunk for chunk in self.chunks if not self.outputs.completed[chunk.index]]
 
 
 #: the failing statuses, ascending (a failure's kind code is its status's index here)

@@ -1,6 +1,8 @@
-"""Normalise the inputs of a run, resolve its mask and split the work into chunks.
+"""Normalise the inputs of a run, resolve its mask, and lay the work out in chunks.
 
-numpy only. Every element of the broadcast input shape has a *flat index*: its position in C order.
+numpy only. :func:`make_plan` builds the inputs and the mask; the layout (how many unmasked
+elements each chunk holds) is applied once, by :meth:`Plan.with_layout`, when it is known: an
+explicit ``chunks=``, a checkpoint's stored layout, or :func:`chunkmap.sizing.pilot`. Every element of the broadcast input shape has a *flat index*: its position in C order.
 A run's work is the set of unmasked flat indices; a :class:`Chunk` is a contiguous range of flat
 indices holding a fixed number of them, so masked elements cost nothing and never count as work.
 """
@@ -9,13 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .bitmask import BitMask
-from .errors import DtypeError, InputError, MaskError, OptionError, ShapeError
+from .errors import DtypeError, InputError, MaskError, ShapeError
 from .npy import NpyReader
 from .source import ArraySource
 
@@ -27,10 +29,6 @@ SUPPORTED_KINDS = "biufc"
 BLOCK = 1 << 20
 #: elements per step of the chunk boundary search (its temporaries are 8 bytes per element).
 SEARCH_BLOCK = 1 << 16
-#: the largest chunk ``chunks="auto"`` makes, in unmasked elements.
-AUTO_MAX_CHUNK = 100_000
-#: chunks per worker that ``chunks="auto"`` aims for, for load balance.
-AUTO_CHUNKS_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -51,15 +49,20 @@ class Plan:
     ----------
     source : ArraySource
         The broadcast inputs and the valid (unmasked) elements.
+    unmasked : int
+        How many elements are to be computed.
     chunks : list of Chunk
-        The work, in C order; empty when every element is masked or the shape is empty.
+        The work, in C order; empty until laid out (:meth:`with_layout`), and when every element
+        is masked or the shape is empty.
+    head, chunk_size, tail
+        The layout, see :func:`layout_ends` (``chunk_size`` 0: not laid out yet).
     """
 
     source: ArraySource
     unmasked: int
-    chunks: list[Chunk]
-    head: tuple[int, ...]
-    chunk_size: int
+    chunks: list[Chunk] = field(default_factory=list)
+    head: tuple[int, ...] = ()
+    chunk_size: int = 0
     tail: int = 0
 
     def with_layout(self, head: Sequence[int], size: int, tail: int = 0) -> Plan:
@@ -84,10 +87,8 @@ class Plan:
 
 
 
-def make_plan(
-    arrays: Sequence[Any], mask: Any = None, chunks: int | str = "auto", workers: int = 1
-) -> Plan:
-    """Validate and normalise the inputs of :func:`chunkmap.run` and split them into chunks.
+def make_plan(arrays: Sequence[Any], mask: Any = None) -> Plan:
+    """Validate and normalise the inputs of :func:`chunkmap.run` and resolve the mask; no layout yet.
 
     Parameters
     ----------
@@ -96,10 +97,6 @@ def make_plan(
     mask : None, array_like of bool, or callable
         ``True`` marks an element not to compute. A callable receives 1-D slices of the
         broadcast, C-order flattened inputs and returns one bool per element.
-    chunks : "auto" or int
-        Unmasked elements per chunk; see :func:`chunk_size`.
-    workers : int
-        Number of parallel workers, used by ``chunks="auto"``.
 
     Returns
     -------
@@ -110,14 +107,13 @@ def make_plan(
     >>> plan = make_plan([np.arange(6).reshape(2, 3), 10], mask=np.array([True, False, False]))
     >>> plan.shape, plan.elements, plan.unmasked
     ((2, 3), 6, 4)
+    >>> [(c.start, c.stop, c.size) for c in plan.with_layout((), 3).chunks]
+    [(0, 5, 3), (5, 6, 1)]
     """
     data, shape, input_masks = normalise_inputs(arrays)
-    source = ArraySource(data, shape)
-    valid = resolve_valid(source, input_masks, mask)
+    valid = resolve_valid(ArraySource(data, shape), input_masks, mask)
     source = ArraySource(data, shape, valid)
-    unmasked = source.size if valid is None else valid.count()
-    size = chunk_size(chunks, unmasked, workers)
-    return Plan(source, unmasked, [], (), 0).with_layout((), size)
+    return Plan(source, source.size if valid is None else valid.count())
 
 
 def normalise_inputs(
@@ -236,28 +232,6 @@ def _call_mask(mask: Callable[..., Any], columns: list[np.ndarray]) -> np.ndarra
 
 #: the last chunks of a guided tail are this many times smaller than the others
 TAIL_SHRINK = 8
-
-
-def chunk_size(chunks: int | str, unmasked: int, workers: int) -> int:
-    """Unmasked elements per chunk.
-
-    ``chunks="auto"`` aims for :data:`AUTO_CHUNKS_PER_WORKER` chunks per worker, for load
-    balance, and caps a chunk at :data:`AUTO_MAX_CHUNK` elements so a long run reports and
-    balances its work often.
-
-    Examples
-    --------
-    >>> chunk_size("auto", 1000, 2), chunk_size("auto", 10**8, 2), chunk_size(7, 1000, 2)
-    (125, 100000, 7)
-    """
-    if isinstance(chunks, str) and chunks == "auto":
-        wanted = math.ceil(unmasked / (AUTO_CHUNKS_PER_WORKER * max(workers, 1)))
-        return max(1, min(AUTO_MAX_CHUNK, wanted))
-    if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool) and chunks > 0:
-        return int(chunks)
-    raise OptionError(
-        f"chunks must be 'auto' or a positive int (unmasked elements per chunk); got {chunks!r}"
-    )
 
 
 def layout_ends(unmasked: int, head: Sequence[int], size: int, tail: int = 0) -> list[int]:

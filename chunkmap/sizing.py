@@ -1,6 +1,7 @@
 """How big the chunks of ``chunks="auto"`` are: from a timed pilot of the function on real elements.
 
-numpy-free arithmetic, no scheduler. A run starts with pilot rounds: each round gives every
+No scheduler of its own: :func:`pilot` is handed the backend's ``execute`` (as toolz's ``fold``
+takes ``map=``); the rest is numpy-free arithmetic. A run starts with pilot rounds: each round gives every
 worker one chunk of ``k`` elements (``k`` = 1, 8, 64, ...) and is timed by its slowest chunk,
 measured where the chunk ran (so the cost of starting and ending a round, which the rest of the
 run pays once, is left out); the rounds stop when one takes :data:`PILOT_SECONDS` (the first
@@ -14,9 +15,13 @@ shrinking so that the workers finish together (:func:`chunkmap.plan.layout_ends`
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-__all__ = ["PILOT_SECONDS", "PILOT_GROWTH", "measured", "fit", "auto_chunk_size"]
+if TYPE_CHECKING:
+    from .kernel import ChunkOutput
+    from .plan import Chunk, Plan
+
+__all__ = ["PILOT_SECONDS", "PILOT_GROWTH", "pilot", "measured", "fit", "auto_chunk_size"]
 
 #: a pilot round this long (seconds) measures the function well enough
 PILOT_SECONDS = 0.02
@@ -32,6 +37,48 @@ BALANCE_CHUNKS = 32
 MAX_CHUNK_SECONDS = 30.0
 #: the most elements in a chunk, bounding the memory of chunks in flight
 MAX_CHUNK_ELEMENTS = 1 << 20
+
+
+def pilot(
+    plan: Plan,
+    workers: int,
+    execute: Callable[[list[Chunk], Callable[[ChunkOutput], None]], None],
+    deliver: Callable[[ChunkOutput], None],
+) -> tuple[list[int], int]:
+    """Run pilot rounds of ``plan`` and size the rest: the layout ``(head ends, chunk size)``.
+
+    ``execute(chunks, deliver)`` evaluates chunks on the run's backend; each pilot output goes
+    to ``deliver`` (it is part of the result). A plan the pilot finishes has one chunk size, its
+    element count.
+    """
+    head: list[int] = []
+    rounds: list[tuple[int, float]] = []
+    tasks: list[tuple[int, float, float]] = []
+    per_task = 1
+    while not head or head[-1] < plan.unmasked:
+        done = head[-1] if head else 0
+        ends = sorted({min(done + per_task * (i + 1), plan.unmasked) for i in range(workers)})
+        outputs: list[ChunkOutput] = []
+        execute(plan.head_chunks(head + ends)[len(head):], outputs.append)
+        for output in outputs:
+            deliver(output)
+        if rounds:  # the first round warms up (worker start, imports)
+            tasks += _timings(outputs)
+        rounds.append((per_task, max(output.seconds for output in outputs)))
+        head += ends
+        if measured(rounds):
+            break
+        per_task *= PILOT_GROWTH
+    remaining = plan.unmasked - head[-1]
+    if not remaining:
+        return head, plan.unmasked
+    per_call, overhead = fit(tasks or _timings(outputs))
+    return head, auto_chunk_size(per_call, overhead, remaining, workers)
+
+
+def _timings(outputs: list[ChunkOutput]) -> list[tuple[int, float, float]]:
+    """``(elements, seconds, loop seconds)`` of each output, as :func:`fit` takes them."""
+    return [(len(output.flat_index), output.seconds, output.evaluation.seconds) for output in outputs]
 
 
 def measured(rounds: Sequence[tuple[int, float]]) -> bool:

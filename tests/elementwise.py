@@ -1,4 +1,4 @@
-"""Scalar functions and the serial reference loop the tests check chunkmap against.
+"""Scalar functions the tests run, and the check of a Result against the serial loop (chunkmap.testing's).
 
 conftest.py registers this module for pickling by value, so worker processes (spawned pools,
 real `dask worker` processes) receive these functions without importing the test tree.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from chunkmap import testing
 
 
 class Boom(Exception):
@@ -46,47 +46,9 @@ def key_error_at_three(a):
     return a
 
 
-def serial_reference(func, arrays, mask=None, skip=(), kwargs=None):
-    """The plain serial loop of the seed's build_indexes, for any number of dimensions.
-
-    Returns (coords per axis, values, failures as a list of (coords, type name, message)).
-    """
-    arrays = [np.ma.asarray(array) for array in arrays]
-    data = np.broadcast_arrays(*(np.ma.getdata(array) for array in arrays))
-    shape = data[0].shape
-    masked = np.zeros(shape, dtype=bool)
-    for array in arrays:
-        masked |= np.broadcast_to(np.ma.getmaskarray(array), shape)
-    if mask is not None:
-        masked |= np.broadcast_to(np.asarray(mask), shape)
-    coords, values, failures = [], [], []
-    for index in np.ndindex(shape):
-        if masked[index]:
-            continue
-        args = [array[index].item() for array in data]
-        try:
-            value = func(*args, **(kwargs or {}))
-        except skip as exc:
-            failures.append((index, type(exc).__name__, str(exc)))
-        else:
-            coords.append(index)
-            values.append(value)
-    axes = tuple(np.array([c[axis] for c in coords], dtype=np.int64) for axis in range(len(shape)))
-    return axes, values, failures
-
-
 def assert_matches_reference(result, func, arrays, mask=None, skip=(), kwargs=None):
-    """Assert that a chunkmap Result equals the serial reference loop, element for element."""
-    coords, values, failures = serial_reference(func, arrays, mask, skip, kwargs)
-    assert len(result.coords) == len(coords)
-    for got, expected in zip(result.coords, coords):
-        np.testing.assert_array_equal(got, expected)
-    assert result.values.tolist() == values
-    got_failures = [(f.coords, f.type, f.message) for f in result.failures]
-    assert got_failures == failures
-    assert all(f.kind == "exception" for f in result.failures)
-    assert result.stats.computed == len(values)
-    assert result.stats.failed == len(failures)
+    """:func:`chunkmap.testing.assert_matches_reference`, the inputs given as one list."""
+    testing.assert_matches_reference(result, func, *arrays, mask=mask, skip=skip, kwargs=kwargs)
 
 
 def exit_in_worker(code):
@@ -95,7 +57,7 @@ def exit_in_worker(code):
     import sys
 
     spec = getattr(sys.modules["__main__"], "__spec__", None)
-    if getattr(spec, "name", "") == "chunkmap.worker":
+    if getattr(spec, "name", "") == "chunkmap.local.child":
         os._exit(code)
     return abs
 
@@ -108,3 +70,17 @@ class ExitsInWorker:
 
     def __reduce__(self):
         return (exit_in_worker, (3,))
+
+
+def parent_pid(x):
+    """The process id of the parent of the process the call runs in (a worker's is its pool's owner)."""
+    import os
+
+    return os.getppid()
+
+
+def thread_id(x):
+    """The identity of the thread the call runs in."""
+    import threading
+
+    return threading.get_ident()

@@ -8,7 +8,8 @@ import sys
 #: the modules that may import only numpy, the standard library and each other
 CORE = ["chunkmap.plan", "chunkmap.source", "chunkmap.bitmask", "chunkmap.kernel", "chunkmap.loop",
         "chunkmap.outputs", "chunkmap.result", "chunkmap.failures", "chunkmap.codec", "chunkmap.sizing",
-        "chunkmap.errors", "chunkmap.checkpoint.records", "chunkmap.checkpoint.identity"]
+        "chunkmap.errors", "chunkmap.options", "chunkmap.system", "chunkmap.checkpoint.records",
+        "chunkmap.checkpoint.identity", "chunkmap.local.child", "chunkmap.backends"]
 BLOCKED = ("dask", "distributed", "cloudpickle", "redis", "hiredis", "tqdm")
 
 IMPORT_BLOCKED = """

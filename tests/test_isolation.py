@@ -14,9 +14,10 @@ from distributed import Client
 import chunkmap
 from chunkmap.stub import set_cost
 from chunkmap.errors import OptionError
-from chunkmap.isolation import WorkerStartError, evaluate_isolated
+from chunkmap.errors import WorkerStartError
+from chunkmap.local.isolation import evaluate_isolated
 from chunkmap.stub import slowlib
-from chunkmap.workers import WorkerPool
+from chunkmap.local.pool import WorkerPool
 
 CRASH_AT = [(0, 3), (7, 7), (19, 29)]
 HANG_AT = [(11, 2)]
@@ -118,7 +119,7 @@ def test_cancel_stops_busy_workers_at_once():
     threading.Timer(0.5, cancelled.set).start()
     started = time.monotonic()
     with WorkerPool(1) as pool:
-        with pytest.raises(chunkmap.workers.Cancelled):
+        with pytest.raises(chunkmap.local.pool.Cancelled):
             evaluate_isolated([a, a], slowlib.slow_computation, (), None, pool, cancelled=cancelled)
     assert time.monotonic() - started < 10
 
@@ -177,13 +178,13 @@ def test_an_exception_in_the_progress_hook_leaves_the_pool_usable(monkeypatch):
 def test_requests_carry_names_and_offsets_not_the_data(monkeypatch):
     """A chunk of 2 x 1M float64 (16 MB) reaches its worker through shared memory: the request is tiny."""
     sizes = []
-    original = chunkmap.workers.WorkerProcess.evaluate
+    original = chunkmap.local.pool.WorkerProcess.evaluate
 
     def recording(self, payload, *args, **kwargs):
         sizes.append(len(payload))
         return original(self, payload, *args, **kwargs)
 
-    monkeypatch.setattr(chunkmap.workers.WorkerProcess, "evaluate", recording)
+    monkeypatch.setattr(chunkmap.local.pool.WorkerProcess, "evaluate", recording)
     a = np.random.default_rng(0).random(1_000_000)
     b = np.random.default_rng(1).random(1_000_000)
     with WorkerPool(1) as pool:
@@ -219,5 +220,5 @@ def test_a_closed_pool_starts_no_worker():
     replacement = pool.replace(worker)
     assert replacement is worker and replacement.process.poll() is not None
     assert pool.restarts == 0
-    with pytest.raises(chunkmap.workers.Cancelled, match="the worker pool was closed"):
+    with pytest.raises(chunkmap.local.pool.Cancelled, match="the worker pool was closed"):
         pool.acquire()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import chunkmap
+from chunkmap.cli.demo import make_inputs
 from chunkmap.errors import DtypeError, MissingFileError, NpyFormatError, ShapeError
 from chunkmap.npy import NpyReader
 from chunkmap.stub import slowlib
@@ -17,9 +18,7 @@ from chunkmap.stub import slowlib
 
 @pytest.fixture
 def files(tmp_path):
-    rng = np.random.default_rng(0)
-    a1, a2 = rng.random((40, 50)), rng.random((40, 50))
-    a1[rng.random((40, 50)) < 0.1] = -1e11
+    a1, a2 = make_inputs((40, 50))
     np.save(tmp_path / "a1.npy", a1)
     np.save(tmp_path / "a2.npy", np.asfortranarray(a2).astype(">f8"))  # Fortran order, big-endian
     return tmp_path, a1, a2
@@ -52,11 +51,11 @@ def test_workers_read_their_own_slices(files, monkeypatch):
     """With file inputs a request carries paths and offsets: no shared buffer is filled."""
     folder, a1, a2 = files
     sizes = []
-    original = chunkmap.workers.WorkerProcess.evaluate
-    monkeypatch.setattr(chunkmap.workers.WorkerProcess, "evaluate",
+    original = chunkmap.local.pool.WorkerProcess.evaluate
+    monkeypatch.setattr(chunkmap.local.pool.WorkerProcess, "evaluate",
                         lambda self, payload, *a, **k: sizes.append(len(payload)) or original(self, payload, *a, **k))
     stored = []
-    monkeypatch.setattr(chunkmap.transport.InputBuffer, "store", lambda self, columns: stored.append(1))
+    monkeypatch.setattr(chunkmap.local.transport.InputBuffer, "store", lambda self, columns: stored.append(1))
     result = chunkmap.run(slowlib.slow_computation, folder / "a2.npy", folder / "a1.npy", skip=slowlib.InternalError,
                           chunks=500, scheduler="processes")
     assert result.stats.computed + result.stats.failed == 2000

@@ -58,7 +58,7 @@ def test_chunk_outputs_in_any_order_give_c_order():
     from chunkmap.kernel import ChunkOutput, Evaluation
     from chunkmap.plan import make_plan
 
-    plan = make_plan([np.arange(30).reshape(5, 6)], mask=np.arange(30).reshape(5, 6) % 4 == 0, chunks=4)
+    plan = make_plan([np.arange(30).reshape(5, 6)], mask=np.arange(30).reshape(5, 6) % 4 == 0).with_layout((), 4)
     collected = outputs.Outputs(plan.shape, plan.chunks)
     for chunk in reversed(plan.chunks):
         index, (column,) = plan.source.gather(chunk.start, chunk.stop)

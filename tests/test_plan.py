@@ -82,11 +82,11 @@ def test_no_stacked_copy_of_the_inputs_is_built():
     assert peak < 0.2 * (a.nbytes + b.nbytes)  # ~keep and the resolved mask, n bytes each
 
 
-def test_auto_chunks_balance_the_workers():
-    plan = make_plan([np.zeros(1000)], workers=2)
-    assert len(plan.chunks) == 8 and {c.size for c in plan.chunks} == {125}
-    plan = make_plan([np.zeros(10)], workers=8)
-    assert len(plan.chunks) == 10
+def test_a_plan_is_laid_out_only_when_asked():
+    plan = make_plan([np.zeros(1000)])
+    assert plan.chunks == [] and plan.chunk_size == 0 and plan.unmasked == 1000
+    laid_out = plan.with_layout((), 125)
+    assert len(laid_out.chunks) == 8 and {c.size for c in laid_out.chunks} == {125}
 
 
 @settings(max_examples=300)

@@ -28,14 +28,18 @@ failures``, ``chunkmap remove``) inspect and clean a location.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OptionError
 from .identity import Identity, function_digest, run_identity
 from .records import decode_record, encode_record
-from .run import RunCheckpoint
+from .run import RunCheckpoint, describe
 from .status import RunStatus, remove, run_failures, runs
 from .stores import ChunkStore, DirectoryStore, Lease, MemoryStore, open_store
+
+if TYPE_CHECKING:
+    from ..kernel import Execution
+    from ..plan import Plan
 
 __all__ = ["Checkpoint", "ChunkStore", "Lease", "DirectoryStore", "MemoryStore", "open_store", "runs",
            "run_failures", "remove", "RunStatus", "Identity", "run_identity", "function_digest",
@@ -75,6 +79,20 @@ class Checkpoint:
     def of(cls, checkpoint: Any) -> Checkpoint:
         """The ``checkpoint=`` option of :func:`chunkmap.run` as a Checkpoint."""
         return checkpoint if isinstance(checkpoint, Checkpoint) else cls(checkpoint)
+
+    def open_run(self, plan: Plan, execution: Execution, chunks: int | str) -> RunCheckpoint:
+        """Identify the run of ``execution`` over ``plan`` and take its lease in this store.
+
+        Raises
+        ------
+        CheckpointBusyError
+            Another live process runs the same call.
+        IdentityError
+            The function or its arguments cannot be fingerprinted (name it instead).
+        """
+        identity = run_identity(execution.func, plan.source, execution.skip, execution.kwargs, execution.timeout,
+                                chunks, name=self.name)
+        return RunCheckpoint(self.store, identity, describe(execution.func, plan))
 
     def __repr__(self) -> str:
         named = f", name={self.name!r}" if self.name is not None else ""

@@ -21,19 +21,27 @@ SENTINEL = -1e11
 MASK_BELOW = -1e10
 
 
-def make_inputs(size: int, seed: int = 0, masked_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """The seed's inputs: ``a1, a2`` of shape ``(size, size)``, sentinels in ``a1``.
+def make_inputs(
+    size: int | tuple[int, ...], seed: int = 0, masked_fraction: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The seed's inputs: ``a1, a2`` of shape ``(size, size)`` (or ``size``, a shape), sentinels in ``a1``.
+
+    Uniform float64 values in [0, 1); about ``masked_fraction`` of ``a1`` is ``SENTINEL``
+    (masked by ``a1 <= MASK_BELOW``). The test suite makes its seed-like inputs here too.
 
     Examples
     --------
     >>> a1, a2 = make_inputs(100)
     >>> a1.shape, round(float((a1 <= MASK_BELOW).mean()), 1)
     ((100, 100), 0.1)
+    >>> make_inputs((2, 3, 4), seed=1)[1].shape
+    (2, 3, 4)
     """
+    shape = (size, size) if np.ndim(size) == 0 else tuple(size)
     rng = np.random.default_rng(seed)
-    a1 = rng.random((size, size))
-    a2 = rng.random((size, size))
-    a1[rng.random((size, size)) < masked_fraction] = SENTINEL
+    a1 = rng.random(shape)
+    a2 = rng.random(shape)
+    a1[rng.random(shape) < masked_fraction] = SENTINEL
     return a1, a2
 
 
@@ -45,12 +53,13 @@ def run_demo(
     seed: int = 0,
 ) -> Result:
     """Run the seed's job with chunkmap and return its :class:`~chunkmap.Result`."""
-    from ..engine import resolve_scheduler
+    from ..backends import resolve
     from ..stub import set_cost, slowlib
 
     a1, a2 = make_inputs(size, seed)
-    with resolve_scheduler(scheduler) as resolved:
-        set_cost(cost_ns, resolved.client)
+    with resolve(scheduler) as backend:
+        client = getattr(backend, "client", None)
+        set_cost(cost_ns, client)
         return core.run(
             slowlib.slow_computation,
             a2,
@@ -58,8 +67,8 @@ def run_demo(
             mask=a1 <= MASK_BELOW,
             skip=slowlib.InternalError,
             chunks=chunks,
-            client=resolved.client,
-            scheduler=None if resolved.client else resolved.name,
+            client=client,
+            scheduler=None if client else backend.name,
         )
 
 

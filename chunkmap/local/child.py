@@ -1,7 +1,7 @@
-"""The worker process: ``python -m chunkmap.worker REQUESTS_FD RESPONSES_FD HEARTBEAT_FD SLOT``.
+"""The worker process: ``python -m chunkmap.local.child REQUESTS_FD RESPONSES_FD HEARTBEAT_FD SLOT``.
 
-Started by :mod:`chunkmap.workers`. It reads evaluation requests from one pipe (the function and
-where its slot's input columns lie in shared memory, :mod:`chunkmap.transport`), runs the kernel,
+Started by :mod:`chunkmap.local.pool`. It reads evaluation requests from one pipe (the function and
+where its slot's input columns lie, :mod:`chunkmap.local.transport`), runs the kernel,
 and writes the evaluation to the other. Before each call of ``func`` the kernel writes
 the element's position into this worker's slot of the shared heartbeat file, so that when the
 process dies (a segmentation fault in a C library) or hangs, the parent knows which element did
@@ -20,8 +20,8 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from .heap import release_free_memory
-from .kernel import ElementFailure, evaluate_columns
+from ..kernel import ElementFailure, evaluate_columns
+from ..system import die_with_parent, release_free_memory
 
 HEARTBEAT_BYTES = 8
 #: elements of a chunk after which the worker returns its freed heap to the system (~0.4 ms,
@@ -65,16 +65,6 @@ def _picklable(exc: BaseException | None) -> BaseException | None:
     except Exception:
         return None
     return exc
-
-
-def die_with_parent() -> None:
-    """On Linux, have the kernel kill this process when its parent dies (even stuck in a C call)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux: EOF on the pipe still ends us
-        pass
 
 
 def main(argv: list[str]) -> None:

@@ -1,21 +1,20 @@
 """Worker processes that can die or hang without taking the run with them.
 
-A :class:`WorkerPool` keeps one process (:mod:`chunkmap.worker`) per parallel slot, started with
+A :class:`WorkerPool` keeps one process (:mod:`chunkmap.local.child`) per parallel slot, started with
 ``subprocess`` (so it also works inside daemonic dask workers) and reused across runs. Each
 worker has a slot in a shared heartbeat mapping where it writes the position of the element it is
 about to evaluate. The parent thread that sent a request watches the pipe, the process and the
 heartbeat: a dead process raises :class:`WorkerDied` and a position that stops moving for longer
 than the timeout raises :class:`WorkerHung`, both naming the element; the pool then replaces the
-worker. :mod:`chunkmap.isolation` turns those into per-element failures.
+worker. :mod:`chunkmap.local.isolation` turns those into per-element failures. The three exceptions
+are internal signals between the two modules, never raised to users.
 """
 
 from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import functools
 import json
-import math
 import mmap
 import os
 import queue
@@ -30,7 +29,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import ChunkmapError
 from .transport import InputBuffer
 
 __all__ = ["WorkerDied", "WorkerHung", "Cancelled", "WorkerPool", "shared_pool", "shutdown"]
@@ -42,7 +40,7 @@ SETUP_GRACE = 60.0
 NOT_STARTED = -1
 
 
-class WorkerDied(ChunkmapError):
+class WorkerDied(Exception):
     """A worker process ended while evaluating; ``position`` is the element it was on (-1: none yet)."""
 
     def __init__(self, position: int, returncode: int) -> None:
@@ -51,7 +49,7 @@ class WorkerDied(ChunkmapError):
         super().__init__(f"worker process {describe_exit(returncode)} at element {position}")
 
 
-class WorkerHung(ChunkmapError):
+class WorkerHung(Exception):
     """An element ran longer than the timeout; its worker process was killed."""
 
     def __init__(self, position: int, seconds: float) -> None:
@@ -60,7 +58,7 @@ class WorkerHung(ChunkmapError):
         super().__init__(f"element {position} did not return within {seconds:g} s")
 
 
-class Cancelled(ChunkmapError):
+class Cancelled(Exception):
     """The run was cancelled (e.g. Ctrl-C) while a worker was busy; the worker was killed."""
 
 
@@ -92,8 +90,9 @@ def exit_name(returncode: int) -> str:
     return f"exit {returncode}"
 
 
-#: Workers die with the thread that started them (Linux's parent-death signal follows the thread),
-#: so every worker is started from this one thread, which lives as long as the process.
+#: Workers die with the thread that started them (:func:`chunkmap.system.die_with_parent`: Linux's
+#: parent-death signal follows the thread), so every worker is started from this one thread, which
+#: lives as long as the process.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chunkmap-spawner")
 
 
@@ -129,7 +128,7 @@ class WorkerProcess:
         try:
             self.process = _SPAWNER.submit(
                 subprocess.Popen,
-                [sys.executable, "-m", "chunkmap.worker", str(request_read), str(response_write),
+                [sys.executable, "-m", "chunkmap.local.child", str(request_read), str(response_write),
                  str(heartbeats.fd), str(slot)],
                 pass_fds=(request_read, response_write, heartbeats.fd),
                 env=environment,
@@ -295,24 +294,6 @@ class WorkerPool:
 
 _shared: dict[str, Any] = {"pool": None, "key": None}
 _shared_lock = threading.Lock()
-
-
-@functools.cache
-def cpu_count() -> int:
-    """CPUs this process may run on: its affinity, bounded by a cgroup (v2) CPU quota, as dask counts.
-
-    The default number of local workers; computed here so that a run can start its workers
-    before dask is imported.
-    """
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as fh:
-            quota, period = fh.read().split()
-        if quota != "max":
-            count = min(count, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return count
 
 
 def shared_pool(size: int) -> WorkerPool:

@@ -10,19 +10,22 @@ numpy, :mod:`chunkmap.shm` and :mod:`chunkmap.source` only. Two ways, both givin
   (:class:`InputBuffer`, grown when a chunk needs more); the parent copies the chunk's unmasked
   values into it and the request carries the buffer's name and each column's offset, dtype and
   length. The worker reads the columns as views on its mapping, without copying them.
+
+:func:`chunk_inputs` picks the way for a chunk and :func:`request` makes the message for the part
+of it a worker evaluates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Sequence, Union
 
 import numpy as np
 
-from .shm import SharedArray
-from .source import ArraySource
+from ..shm import SharedArray
+from ..source import ArraySource
 
-__all__ = ["SharedColumns", "InputBuffer", "SourceSlice", "GatheredInputs", "SourceInputs"]
+__all__ = ["SharedColumns", "InputBuffer", "SourceSlice", "ChunkInputs", "chunk_inputs", "inputs_length", "request"]
 
 ALIGNMENT = 64
 
@@ -90,7 +93,11 @@ class InputBuffer:
 
 @dataclass(frozen=True)
 class SourceSlice:
-    """Positions ``[first, last)`` of the unmasked elements of flat range ``[start, stop)`` of a source."""
+    """Positions ``[first, last)`` of the unmasked elements of flat range ``[start, stop)`` of a source.
+
+    Made in the parent by :meth:`of`, narrowed to the part a worker evaluates by :meth:`narrow`,
+    and read in the worker by :meth:`columns`.
+    """
 
     source: ArraySource
     start: int
@@ -98,6 +105,22 @@ class SourceSlice:
     valid_bits: np.ndarray | None
     first: int
     last: int
+
+    @classmethod
+    def of(cls, source: ArraySource, start: int, stop: int) -> SourceSlice:
+        """All unmasked elements of ``[start, stop)``; the mask travels as bits, the source without it."""
+        selected = source.valid[start:stop] if source.valid is not None else None
+        length = (stop - start) if selected is None else int(np.count_nonzero(selected))
+        bits = np.packbits(selected) if selected is not None else None
+        return cls(source.without_mask(), start, stop, bits, 0, length)
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first
+
+    def narrow(self, first: int, last: int) -> SourceSlice:
+        """Positions ``[first, last)`` of this slice."""
+        return replace(self, first=self.first + first, last=self.first + last)
 
     def columns(self) -> list[np.ndarray]:
         """Read the slice (in the worker)."""
@@ -108,26 +131,30 @@ class SourceSlice:
         return [column[self.first : self.last] for column in columns]
 
 
-class GatheredInputs:
-    """A chunk's unmasked values, read in the parent; parts travel through a slot's buffer."""
-
-    def __init__(self, columns: Sequence[np.ndarray]) -> None:
-        self.columns = list(columns)
-        self.length = len(self.columns[0]) if self.columns else 0
-
-    def part(self, first: int, last: int, buffer: InputBuffer) -> SharedColumns:
-        return buffer.store([column[first:last] for column in self.columns])
+#: a chunk's inputs in the parent: the gathered columns, or a slice the workers read themselves
+ChunkInputs = Union[Sequence[np.ndarray], SourceSlice]
 
 
-class SourceInputs:
-    """A chunk the workers read themselves; parts travel as :class:`SourceSlice` references."""
+def chunk_inputs(source: ArraySource, start: int, stop: int) -> tuple[np.ndarray, ChunkInputs]:
+    """The flat indices and inputs of the unmasked elements of ``[start, stop)``, in the cheaper way.
 
-    def __init__(self, source: ArraySource, start: int, stop: int) -> None:
-        self.source = source.without_mask()
-        self.start, self.stop = start, stop
-        selected = source.valid[start:stop] if source.valid is not None else None
-        self.valid_bits = np.packbits(selected) if selected is not None else None
-        self.length = (stop - start) if selected is None else int(np.count_nonzero(selected))
+    Files (and small arrays) are read by each worker itself; in-memory arrays are gathered here
+    and travel through the worker's shared buffer.
+    """
+    if source.readable_elsewhere():
+        return source.flat_index(start, stop), SourceSlice.of(source, start, stop)
+    return source.gather(start, stop)
 
-    def part(self, first: int, last: int, buffer: InputBuffer) -> SourceSlice:
-        return SourceSlice(self.source, self.start, self.stop, self.valid_bits, first, last)
+
+def inputs_length(inputs: ChunkInputs) -> int:
+    """How many elements ``inputs`` hold."""
+    if isinstance(inputs, SourceSlice):
+        return inputs.length
+    return len(inputs[0]) if len(inputs) else 0
+
+
+def request(inputs: ChunkInputs, first: int, last: int, buffer: InputBuffer) -> SharedColumns | SourceSlice:
+    """What a worker is sent for positions ``[first, last)`` of ``inputs`` (using its slot's ``buffer``)."""
+    if isinstance(inputs, SourceSlice):
+        return inputs.narrow(first, last)
+    return buffer.store([column[first:last] for column in inputs])

@@ -14,26 +14,45 @@ from __future__ import annotations
 
 import pickle
 import threading
-from typing import Any, Callable, Mapping, Sequence
+import time
+from typing import Any, Callable, Mapping
 
 import cloudpickle
 import numpy as np
 
-from .errors import ChunkmapError
-from .failures import FailureRecords
-from .kernel import CRASH, TIMEOUT, ElementFailure, Evaluation
-from .transport import GatheredInputs, SourceInputs
-from .workers import WorkerDied, WorkerHung, WorkerPool, describe_exit, exit_name
+from ..errors import WorkerStartError
+from ..failures import FailureRecords
+from ..kernel import CRASH, TIMEOUT, ChunkOutput, ElementFailure, Evaluation, Execution
+from ..plan import Chunk
+from ..source import ArraySource
+from .pool import WorkerDied, WorkerHung, WorkerPool, describe_exit, exit_name
+from .transport import ChunkInputs, chunk_inputs, inputs_length, request
 
-__all__ = ["evaluate_isolated", "WorkerStartError"]
+__all__ = ["evaluate_chunk", "evaluate_isolated"]
 
 
-class WorkerStartError(ChunkmapError, RuntimeError):
-    """Worker processes die before evaluating anything (see their error output above)."""
+def evaluate_chunk(chunk: Chunk, source: ArraySource, execution: Execution, pool: WorkerPool) -> ChunkOutput:
+    """Evaluate one chunk of ``source`` on ``pool``'s workers: its output, timed where it ran.
+
+    Raises
+    ------
+    ElementError
+        ``func`` raised an exception ``skip`` does not list; it names the element.
+    WorkerStartError
+        A worker died twice before its first element.
+    """
+    started = time.perf_counter()
+    flat_index, inputs = chunk_inputs(source, chunk.start, chunk.stop)
+    try:
+        evaluation = evaluate_isolated(inputs, execution.func, execution.skip, execution.kwargs, pool,
+                                       execution.timeout, execution.cancelled, execution.progress)
+    except ElementFailure as failure:
+        raise failure.to_element_error(int(flat_index[failure.position]), source.shape) from failure.__cause__
+    return ChunkOutput(chunk.index, flat_index, evaluation, time.perf_counter() - started)
 
 
 def evaluate_isolated(
-    inputs: GatheredInputs | SourceInputs | Sequence[np.ndarray],
+    inputs: ChunkInputs,
     func: Callable[..., Any],
     skip: tuple[type[BaseException], ...],
     kwargs: Mapping[str, Any] | None,
@@ -44,8 +63,8 @@ def evaluate_isolated(
 ) -> Evaluation:
     """Evaluate ``columns`` on ``pool``'s workers, isolating crashes and hangs element by element.
 
-    ``inputs`` are the chunk's unmasked elements: columns, or a :mod:`chunkmap.transport` input
-    that the workers read themselves. ``progress(n)`` is called with the number of elements
+    ``inputs`` are the chunk's unmasked elements: columns, or a
+    :class:`~chunkmap.local.transport.SourceSlice` that the workers read themselves. ``progress(n)`` is called with the number of elements
     newly finished, never counting an element twice when a range is re-run.
 
     Raises
@@ -55,9 +74,7 @@ def evaluate_isolated(
     WorkerStartError
         A worker died twice before its first element (e.g. ``func`` cannot be unpickled).
     """
-    if not isinstance(inputs, (GatheredInputs, SourceInputs)):
-        inputs = GatheredInputs(inputs)
-    length = inputs.length
+    length = inputs_length(inputs)
     parts: list[tuple[int, Evaluation]] = []
     todo = [(0, length)] if length else []
     reported = 0
@@ -74,7 +91,7 @@ def evaluate_isolated(
         start, stop = todo.pop(0)
         worker = pool.acquire()
         try:
-            payload = cloudpickle.dumps((func, skip, kwargs, inputs.part(start, stop, pool.buffers[worker.slot])))
+            payload = cloudpickle.dumps((func, skip, kwargs, request(inputs, start, stop, pool.buffers[worker.slot])))
             response = worker.evaluate(payload, timeout, cancelled, lambda position: advance(start + position))
         except WorkerDied as death:
             worker = pool.replace(worker)

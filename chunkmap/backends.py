@@ -1,0 +1,286 @@
+"""Where a run's chunks execute: the registry of backends and the choice among them.
+
+A backend is an object with a ``name``, its number of ``workers``, whether it ``isolates``
+calls in worker processes (so that a crash or a hang costs one element), and
+:meth:`~Backend.execute`, which evaluates chunks and delivers their outputs. Four are
+registered in :data:`BACKENDS`:
+
+======================  ==============================================================  ========
+name                    where ``func`` runs                                             isolates
+======================  ==============================================================  ========
+``sync``                in the calling thread (for debugging)                           no
+``threads``             in threads of the calling process (functions releasing the GIL) no
+``processes``           in chunkmap's own worker processes (:mod:`chunkmap.local`)      yes
+``distributed``         in worker processes under each dask worker of a cluster         yes
+======================  ==============================================================  ========
+
+:func:`resolve` follows dask's precedence (``dask.base.get_scheduler``): the ``scheduler=``
+argument, then dask's ``"scheduler"`` setting (``dask.config.set(scheduler="threads")``; a
+``distributed.Client`` made the default sets it to ``"dask.distributed"``), then the active
+``distributed.Client``, then ``processes``. dask's own names (``"synchronous"``,
+``"threading"``, ``"multiprocessing"``, ...) and scheduler functions (``dask.threaded.get``)
+are understood. This module imports dask only when it must read dask's settings; distributed
+only once the caller has imported it (a Client cannot exist before).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any, Callable, ClassVar
+
+from .errors import OptionError, SchedulerError, SchedulerUnreachableError
+from .kernel import ChunkOutput, Execution, evaluate
+from .plan import Chunk
+from .source import Source
+from .system import cpu_count
+
+__all__ = ["Backend", "BACKENDS", "ALIASES", "resolve", "prewarm"]
+
+#: "host:port", "tcp://host:port", "tls://...", "inproc://...", "ws://...", ...
+ADDRESS = re.compile(r"^([a-z]+://.+|[\w.\-]+:\d+)$")
+
+
+class Backend:
+    """Where chunks execute. Subclasses set ``name`` and ``isolates`` and implement :meth:`execute`."""
+
+    name: ClassVar[str]
+    isolates: ClassVar[bool]
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or cpu_count()
+
+    def accept(self, execution: Execution) -> None:
+        """Raise :class:`~chunkmap.errors.OptionError` for options this backend cannot honour."""
+        if execution.timeout is not None and not self.isolates:
+            raise OptionError(
+                f"timeout= needs calls isolated in worker processes, which scheduler={self.name!r} "
+                f"does not do (a hung call cannot be stopped inside this process); use "
+                f"scheduler='processes' or a distributed cluster"
+            )
+
+    def execute(self, source: Source, execution: Execution, chunks: list[Chunk],
+                deliver: Callable[[ChunkOutput], None]) -> None:
+        """Evaluate ``chunks`` of ``source`` as ``execution`` says, handing each output to ``deliver`` (from any thread) as it completes.
+
+        Raises
+        ------
+        ElementError
+            ``func`` raised an exception ``skip`` does not list.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the backend acquired for the run (nothing, unless said otherwise)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} workers={self.workers}>"
+
+
+class SyncBackend(Backend):
+    """Every chunk in the calling thread, one after the other."""
+
+    name = "sync"
+    isolates = False
+    threaded = False
+
+    def execute(self, source: Source, execution: Execution, chunks: list[Chunk],
+                deliver: Callable[[ChunkOutput], None]) -> None:
+        from .engine import compute_local
+
+        def evaluate_here(chunk: Chunk) -> ChunkOutput:
+            output = evaluate(chunk.index, chunk.start, chunk.stop, source, execution.func, execution.skip,
+                              execution.kwargs)
+            if execution.progress is not None:
+                execution.progress(chunk.size)
+            return output
+
+        if chunks:
+            compute_local(chunks, evaluate_here, deliver, execution, self.workers, self.threaded)
+
+
+class ThreadsBackend(SyncBackend):
+    """Chunks on ``workers`` threads of the calling process, reading the inputs in place."""
+
+    name = "threads"
+    threaded = True
+
+
+class ProcessesBackend(Backend):
+    """Chunks on ``workers`` threads, each driving one worker process of the shared pool."""
+
+    name = "processes"
+    isolates = True
+
+    def execute(self, source: Source, execution: Execution, chunks: list[Chunk],
+                deliver: Callable[[ChunkOutput], None]) -> None:
+        from .engine import compute_local
+        from .local import evaluate_chunk, shared_pool
+
+        if chunks:
+            compute_local(chunks, lambda chunk: evaluate_chunk(chunk, source, execution, shared_pool(self.workers)),
+                          deliver, execution, self.workers)
+
+
+class DistributedBackend(Backend):
+    """Chunks on a dask.distributed cluster; a client chunkmap connected itself is closed by :meth:`close`."""
+
+    name = "distributed"
+    isolates = True
+
+    def __init__(self, client: Any, owns: bool = False) -> None:
+        super().__init__(sum(client.nthreads().values()) or 1)
+        self.client = client
+        self.owns = owns
+
+    @classmethod
+    def current(cls) -> DistributedBackend:
+        """On the current ``distributed.Client``."""
+        client = _current_client()
+        if client is None:
+            raise SchedulerError(
+                "scheduler='distributed' runs on the current distributed.Client, and there is none; "
+                "create one first (client = distributed.Client(...)) or pass client= or an address"
+            )
+        return cls(client)
+
+    def execute(self, source: Source, execution: Execution, chunks: list[Chunk],
+                deliver: Callable[[ChunkOutput], None]) -> None:
+        from .engine import compute_distributed
+
+        if chunks:
+            compute_distributed(self.client, source, chunks, execution, deliver)
+
+    def close(self) -> None:
+        if self.owns:
+            self.client.close()
+
+
+#: the backends by name, each made with no argument
+BACKENDS: dict[str, Callable[[], Backend]] = {
+    "sync": SyncBackend,
+    "threads": ThreadsBackend,
+    "processes": ProcessesBackend,
+    "distributed": DistributedBackend.current,
+}
+#: dask's names for the same schedulers
+ALIASES = {
+    "synchronous": "sync",
+    "single-threaded": "sync",
+    "threading": "threads",
+    "multiprocessing": "processes",
+    "dask.distributed": "distributed",
+}
+
+
+def resolve(scheduler: Any = None, client: Any = None) -> Backend:
+    """The backend for the ``scheduler=`` and ``client=`` options of :func:`chunkmap.run`.
+
+    Examples
+    --------
+    >>> resolve("threads").name, resolve("multiprocessing").name
+    ('threads', 'processes')
+    """
+    if client is not None:
+        if not _is_client(client):
+            raise SchedulerError(f"client must be a distributed.Client; got {type(client).__name__}")
+        if scheduler not in (None, "distributed", client):
+            raise SchedulerError(
+                f"scheduler={scheduler!r} contradicts client={client!r}; pass client= alone to run "
+                f"on that cluster, or scheduler= alone"
+            )
+        return DistributedBackend(client)
+    origin = "scheduler="
+    if scheduler is None:
+        scheduler, origin = _default()
+    if isinstance(scheduler, str):
+        name = ALIASES.get(scheduler.lower(), scheduler.lower())
+        if name in BACKENDS:
+            return BACKENDS[name]()
+        if ADDRESS.match(scheduler):
+            return DistributedBackend(_connect(scheduler), owns=True)
+    elif _is_client(scheduler):
+        return DistributedBackend(scheduler)
+    elif callable(scheduler) and _function_name(scheduler) is not None:
+        return BACKENDS[_function_name(scheduler)]()
+    names = ", ".join(repr(name) for name in BACKENDS)
+    raise SchedulerError(
+        f"unknown scheduler {scheduler!r} (from {origin}); expected one of {names} (dask's names "
+        f"such as 'threading' too), a distributed.Client, or a scheduler address such as "
+        f"'tcp://127.0.0.1:8786'"
+    )
+
+
+def prewarm(scheduler: Any = None, client: Any = None) -> None:
+    """Start the local worker processes now when the run will use them, before dask is imported.
+
+    Only when that is known without importing dask: ``scheduler="processes"``, or no choice at
+    all in a process that has not imported dask (so no setting or Client can say otherwise).
+    """
+    default = scheduler is None and "dask" not in sys.modules and "DASK_SCHEDULER" not in os.environ
+    if client is None and (default or scheduler in ("processes", "multiprocessing")):
+        from .local import shared_pool
+
+        shared_pool(cpu_count())
+
+
+def _default() -> tuple[Any, str]:
+    """dask's ``"scheduler"`` setting, else the active Client, else ``"processes"``; and where it came from."""
+    import dask.config
+
+    configured = dask.config.get("scheduler", None)
+    if configured is not None:
+        return configured, "dask.config 'scheduler'"
+    client = _current_client()
+    if client is not None:
+        return client, "the active distributed.Client"
+    return "processes", "the default"
+
+
+def _current_client() -> Any:
+    """The active ``distributed.Client``, or None (without importing distributed)."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import Client
+
+    try:
+        return Client.current()
+    except ValueError:
+        return None
+
+
+def _is_client(obj: Any) -> bool:
+    distributed = sys.modules.get("distributed")
+    return distributed is not None and isinstance(obj, distributed.Client)
+
+
+def _function_name(get: Callable[..., Any]) -> str | None:
+    """The backend name of one of dask's scheduler functions (``dask.threaded.get``), else None."""
+    import dask.local
+    import dask.multiprocessing
+    import dask.threaded
+
+    functions = {dask.local.get_sync: "sync", dask.threaded.get: "threads", dask.multiprocessing.get: "processes"}
+    return functions.get(get)
+
+
+def _connect(address: str) -> Any:
+    import dask.config
+    from distributed import Client
+
+    timeout = dask.config.get("distributed.comm.timeouts.connect")
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise SchedulerUnreachableError(
+            f"no dask scheduler answered at {address!r} within {timeout} ({exc}); expected a "
+            f"running scheduler there: start one with `dask scheduler`, or check the address. "
+            f"The wait is dask's distributed.comm.timeouts.connect setting"
+        ) from None

@@ -1,0 +1,65 @@
+"""What chunkmap asks of the operating system: CPUs to use, heap trimming, dying with the parent.
+
+Standard library only (every layer may import it, worker processes too). Linux gives each its
+best answer; elsewhere each degrades to a safe default.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+import signal
+from typing import Callable
+
+__all__ = ["cpu_count", "release_free_memory", "die_with_parent"]
+
+
+@functools.cache
+def cpu_count() -> int:
+    """CPUs this process may run on: its affinity, bounded by a cgroup (v2) CPU quota, as dask counts.
+
+    The default number of local workers, known without importing dask.
+    """
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as fh:
+            quota, period = fh.read().split()
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    A run allocates and frees many chunk-sized arrays, from several threads in the caller and
+    chunk after chunk in each worker; glibc keeps much of that in its arenas (measured on 64M
+    elements: ~170 MB in the caller), where it adds to the next phase's peak.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies, even stuck in a C call (Linux).
+
+    Linux's parent-death signal follows the *thread* that started the process, see
+    ``chunkmap.local.pool._SPAWNER``. Elsewhere nothing: EOF on the worker's pipe still ends it.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
