@@ -26,18 +26,9 @@ def counts(output: str) -> dict[str, int]:
 def reference_counts(size: int, seed: int = 0) -> dict[str, int]:
     """The seed's serial loop over the demo's inputs."""
     a1, a2 = demo.make_inputs(size, seed)
-    found = {"elements": a1.size, "masked": 0, "computed": 0, "failed": 0}
-    for x, y in zip(a2.ravel().tolist(), a1.ravel().tolist()):
-        if y <= demo.MASK_BELOW:
-            found["masked"] += 1
-            continue
-        try:
-            slowlib.slow_computation(x, y)
-        except slowlib.InternalError:
-            found["failed"] += 1
-        else:
-            found["computed"] += 1
-    return found
+    expected = serial_reference(slowlib.slow_computation, a2, a1, mask=a1 <= demo.MASK_BELOW, skip=slowlib.InternalError)
+    return {"elements": a1.size, "masked": expected.masked, "computed": len(expected.values),
+            "failed": len(expected.failures)}
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])

@@ -9,16 +9,10 @@ import pytest
 from distributed import Client
 
 import chunkmap
+from chunkmap.cli.demo import make_inputs as seed_inputs
 from chunkmap.stub import slowlib
 
 SENTINEL = -1e10
-
-
-def seed_inputs(shape, seed):
-    rng = np.random.default_rng(seed)
-    a1, a2 = rng.random(shape), rng.random(shape)
-    a1[rng.random(shape) < 0.1] = -5e10
-    return a1, a2
 
 
 def test_real_workers_by_address_match_the_serial_loop(ew, cluster_address):

@@ -6,19 +6,11 @@ import numpy as np
 import pytest
 
 import chunkmap
+from chunkmap.cli.demo import make_inputs as seed_inputs
 from chunkmap.stub import slowlib
 
 LOCAL = ["sync", "threads", "processes"]
 SENTINEL = -1e10
-
-
-def seed_inputs(shape, seed=0, masked_fraction=0.1):
-    """Two float arrays like the seed's: uniform values, ~10% sentinels in the first."""
-    rng = np.random.default_rng(seed)
-    a1 = rng.random(shape)
-    a2 = rng.random(shape)
-    a1[rng.random(shape) < masked_fraction] = -2e10
-    return a1, a2
 
 
 @pytest.mark.parametrize("scheduler", LOCAL)

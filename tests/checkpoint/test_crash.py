@@ -46,6 +46,7 @@ from chunkmap.checkpoint import decode_record, encode_record
 from chunkmap.checkpoint.records import accept
 from chunkmap.checkpoint.run import read_manifest
 from chunkmap.checkpoint.stores import DirectoryStore
+from chunkmap.cli import demo
 from chunkmap.cli.jobs import load_result
 from chunkmap.kernel import ChunkOutput, Evaluation
 from chunkmap.plan import make_plan
@@ -305,10 +306,8 @@ class ForkServer:
 
 
 def make_inputs(seed: int, shape=SHAPE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    a, b = rng.random(shape), rng.random(shape)
-    a[rng.random(shape) < 0.1] = -1e11
-    return a, b, a <= -1e10
+    a, b = demo.make_inputs(shape, seed)
+    return a, b, a <= demo.MASK_BELOW
 
 
 def kill_action(rng: random.Random, estimate: float) -> tuple[str, dict[str, Any]]:

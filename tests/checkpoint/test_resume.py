@@ -16,6 +16,7 @@ import pytest
 
 import chunkmap
 from chunkmap.checkpoint import DirectoryStore, RunCheckpoint, decode_record, run_identity
+from chunkmap.cli.demo import make_inputs as seed_inputs
 from chunkmap.errors import OptionError
 from chunkmap.plan import make_plan
 from chunkmap.stub import slowlib
@@ -39,13 +40,6 @@ if __name__ == "__main__":
                  chunks=100, checkpoint=checkpoint, progress=progress, scheduler="processes")
     print("finished", flush=True)
 """
-
-
-def seed_inputs(shape, seed=0):
-    rng = np.random.default_rng(seed)
-    a, b = rng.random(shape), rng.random(shape)
-    a[rng.random(shape) < 0.1] = -1e11
-    return a, b
 
 
 def chunk_files(root: Path) -> list[Path]:

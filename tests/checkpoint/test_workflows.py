@@ -19,16 +19,14 @@ import pytest
 
 import chunkmap
 from chunkmap.checkpoint import DirectoryStore, RunCheckpoint, run_identity
+from chunkmap.cli.demo import make_inputs
 from chunkmap.errors import CheckpointBusyError, CheckpointError, CheckpointWarning, IdentityError
 from chunkmap.plan import make_plan
 from chunkmap.stub import slowlib
 
 
 def inputs(shape=(40, 50), seed=0):
-    rng = np.random.default_rng(seed)
-    a, b = rng.random(shape), rng.random(shape)
-    a[rng.random(shape) < 0.1] = -1e11
-    return a, b
+    return make_inputs(shape, seed)
 
 
 def only_run(folder: Path) -> Path:

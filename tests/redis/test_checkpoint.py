@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import chunkmap
+from chunkmap.cli.demo import make_inputs
 from chunkmap.errors import CheckpointBusyError, CheckpointError, CheckpointUnreachableError, CheckpointWarning
 from chunkmap.redis.checkpoint import RedisChunkStore
 from chunkmap.stub import slowlib
@@ -30,9 +31,7 @@ def interrupt_after(limit):
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
 def test_an_interrupted_run_resumes_from_redis(ew, redis_url, scheduler):
-    rng = np.random.default_rng(0)
-    a1, a2 = rng.random((50, 60)), rng.random((50, 60))
-    a1[rng.random(a1.shape) < 0.1] = -1e11
+    a1, a2 = make_inputs((50, 60))
     options = dict(mask=a1 <= -1e10, skip=slowlib.InternalError, chunks=100, scheduler=scheduler,
                    checkpoint=fresh_store(redis_url))
     with pytest.raises(KeyboardInterrupt):
