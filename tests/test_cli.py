@@ -12,6 +12,7 @@ import pytest
 
 from chunkmap.cli import demo
 from chunkmap.stub import slowlib
+from chunkmap.testing import serial_reference
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
