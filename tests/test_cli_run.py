@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -14,12 +15,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from chunkmap import cli
-from chunkmap.cli import jobs
+from chunkmap import cli, result_file, testing
+from chunkmap.cli import inputs as cli_inputs
+from chunkmap.cli import jobs, names
+from chunkmap.cli.demo import make_inputs
 from chunkmap.errors import FormatError, MissingFileError, NotCallableError, NpyFormatError, OptionError, ShapeError
 from chunkmap.result import Failures, Result, Stats, unravel
-from chunkmap import testing
-from chunkmap.cli.demo import make_inputs
 from chunkmap.stub import slowlib
 
 STUB = "chunkmap.stub.slowlib"
@@ -68,7 +69,7 @@ def test_the_seed_job_from_files_equals_the_serial_loop(tmp_path, inputs):
     completed = run_cli(f"{STUB}:slow_computation", "a2.npy", "a1.npy", "--mask", "in2 <= -1e10",
                         "--skip", f"{STUB}:InternalError", "--scheduler", "threads", "-o", "out.npz", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
-    result = jobs.load_result(tmp_path / "out.npz")
+    result = result_file.load_result(tmp_path / "out.npz")
     assert_matches_reference(result, a2, a1)
     assert completed.stdout.splitlines()[0] == (
         f"chunkmap run: {STUB}:slow_computation over 2 inputs of shape 30x40, scheduler=threads"
@@ -107,7 +108,7 @@ def test_a_users_module_on_pythonpath_runs_on_worker_processes(tmp_path):
                         "--skip", "userlib:Negative", "--scheduler", "processes", "--chunks", "5",
                         "-o", tmp_path / "out.npz", cwd=tmp_path, env=env)
     assert completed.returncode == 0, completed.stderr
-    result = jobs.load_result(tmp_path / "out.npz")
+    result = result_file.load_result(tmp_path / "out.npz")
     xb, yb, zb = np.broadcast_arrays(x, y, z)
     keep = ~((xb == 7) | (yb > 0.9)) & (xb >= 0)
     np.testing.assert_array_equal(result.flat_index, np.flatnonzero(keep))
@@ -187,7 +188,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_a_rerun_resumes(tmp_path, inputs):
 
     completed = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
-    result = jobs.load_result(tmp_path / "out.npz")
+    result = result_file.load_result(tmp_path / "out.npz")
     assert_matches_reference(result, a2, a1)
     assert result.stats.resumed >= kept * 40 - 40
     assert f"resumed   {result.stats.resumed:>14,}  from the checkpoint ck" in completed.stdout
@@ -204,7 +205,7 @@ def test_timeout_records_a_hung_call(tmp_path, inputs):
                         f"{STUB}:InternalError", "--timeout", "1", "--scheduler", "processes", "-o", "out.npz",
                         cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
-    result = jobs.load_result(tmp_path / "out.npz")
+    result = result_file.load_result(tmp_path / "out.npz")
     timeouts = [failure for failure in result.failures if failure.kind == "timeout"]
     assert [failure.coords for failure in timeouts] == [(2, 3)]
     expected = seed_reference(a2, a1)  # a2 without the hang trigger
@@ -292,50 +293,66 @@ def test_run_job_in_process(tmp_path, inputs):
                           mask="in2 <= -1e10", skip=["chunkmap.stub.slowlib:InternalError"], scheduler="sync",
                           output=tmp_path / "out.npz")
     assert_matches_reference(result, a2, a1)
-    assert_same_result(jobs.load_result(tmp_path / "out.npz"), result)
+    assert_same_result(result_file.load_result(tmp_path / "out.npz"), result)
 
 
-def test_inputs_are_memory_mapped(tmp_path):
-    np.save(tmp_path / "a.npy", np.arange(12.0).reshape(3, 4))
-    np.save(tmp_path / "f.npy", np.asfortranarray(np.arange(12.0).reshape(3, 4)))
+def test_inputs_reach_run_as_paths_and_broadcast_ones_as_arrays(tmp_path, monkeypatch):
+    table = np.arange(12.0).reshape(3, 4)
+    np.save(tmp_path / "a.npy", table)
+    np.save(tmp_path / "f.npy", np.asfortranarray(-table))
+    np.save(tmp_path / "row.npy", np.array([0.5, 20.0, 1.5, 30.0]))
     np.save(tmp_path / "e.npy", np.zeros((0, 4)))
-    a, f = jobs.load_inputs([tmp_path / "a.npy", tmp_path / "f.npy"])
-    assert isinstance(a, np.memmap) and isinstance(f, np.memmap) and not a.flags.writeable
-    np.testing.assert_array_equal(a, f)
-    [e] = jobs.load_inputs([tmp_path / "e.npy"])
-    assert e.shape == (0, 4)
+    handed = []
+    real_run = jobs.core.run
+
+    @functools.wraps(real_run)  # the same signature: run_job checks the options run accepts
+    def recording_run(func, *arrays, **options):
+        handed.append(arrays)
+        return real_run(func, *arrays, **options)
+
+    monkeypatch.setattr(jobs.core, "run", recording_run)
+    monkeypatch.chdir(tmp_path)
+    result = jobs.run_job("builtins:max", ["a.npy", tmp_path / "f.npy", tmp_path / "row.npy"], scheduler="sync")
+    a, f, row = handed[0]
+    assert (a, f) == (str(tmp_path / "a.npy"), str(tmp_path / "f.npy"))  # absolute: workers elsewhere find them
+    np.testing.assert_array_equal(row, [0.5, 20.0, 1.5, 30.0])  # broadcast along the table: read whole
+    expected = np.maximum(np.maximum(table, -table), [0.5, 20.0, 1.5, 30.0])
+    np.testing.assert_array_equal(result.flat_index, np.arange(12))
+    np.testing.assert_array_equal(result.values, expected.ravel())
+    empty = jobs.run_job("builtins:abs", [tmp_path / "e.npy"], scheduler="sync")
+    assert handed[1] == (str(tmp_path / "e.npy"),) and empty.shape == (0, 4) and len(empty.values) == 0
 
 
-def test_load_inputs_errors(tmp_path):
+def test_job_inputs_errors(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{}], dtype=object), allow_pickle=True)
     with pytest.raises(MissingFileError, match="does not exist"):
-        jobs.load_inputs([tmp_path / "nope.npy"])
+        cli_inputs.job_inputs([tmp_path / "nope.npy"])
     with pytest.raises(NpyFormatError, match="holds Python objects"):
-        jobs.load_inputs([tmp_path / "obj.npy"])
+        cli_inputs.job_inputs([tmp_path / "obj.npy"])
     with pytest.raises(NpyFormatError, match="is a directory"):
-        jobs.load_inputs([tmp_path])
+        cli_inputs.job_inputs([tmp_path])
     with pytest.raises(OptionError, match="at least one input"):
-        jobs.load_inputs([])
+        cli_inputs.job_inputs([])
     np.save(tmp_path / "a.npy", np.zeros(3))
     np.save(tmp_path / "b.npy", np.zeros(4))
     with pytest.raises(ShapeError, match=r"in1=.*a\.npy' \(3,\), in2=.*b\.npy' \(4,\)"):
-        jobs.load_inputs([tmp_path / "a.npy", tmp_path / "b.npy"])
+        cli_inputs.job_inputs([tmp_path / "a.npy", tmp_path / "b.npy"])
 
 
 def test_resolve():
-    assert jobs.resolve_function(f"{STUB}:slow_computation") is slowlib.slow_computation
-    assert jobs.resolve_function("chunkmap.result:Result.to_dense") is Result.to_dense
-    assert jobs.resolve_exception("ValueError") is ValueError
-    assert jobs.resolve_exception("builtins:KeyboardInterrupt") is KeyboardInterrupt
+    assert names.resolve_function(f"{STUB}:slow_computation") is slowlib.slow_computation
+    assert names.resolve_function("chunkmap.result:Result.to_dense") is Result.to_dense
+    assert names.resolve_exception("ValueError") is ValueError
+    assert names.resolve_exception("builtins:KeyboardInterrupt") is KeyboardInterrupt
     with pytest.raises(OptionError, match=r"module 'chunkmap.result:Result' has no attribute 'nope'"):
-        jobs.resolve("chunkmap.result:Result.nope")
+        names.resolve("chunkmap.result:Result.nope")
     with pytest.raises(NotCallableError, match="not a function"):
-        jobs.resolve_function("chunkmap:__version__")
+        names.resolve_function("chunkmap:__version__")
     with pytest.raises(OptionError, match="not an exception class"):
-        jobs.resolve_exception("builtins:len")
+        names.resolve_exception("builtins:len")
     for spec in (":f", "m:", "mf", ""):
         with pytest.raises(OptionError, match="MODULE:NAME"):
-            jobs.resolve(spec)
+            names.resolve(spec)
 
 
 # --- the .npz format -------------------------------------------------------------------------
@@ -376,28 +393,28 @@ STATS = Stats(elements=24, masked=3, computed=2, failed=2, wall_time=1.5, rate=2
     ids=["2d-failures", "3d-int-no-stats", "1d-bool-unicode", "complex", "empty", "0d"],
 )
 def test_results_round_trip_through_npz(tmp_path, result):
-    jobs.save_result(result, tmp_path / "r.npz")
-    assert_same_result(jobs.load_result(tmp_path / "r.npz"), result)
+    result_file.save_result(result, tmp_path / "r.npz")
+    assert_same_result(result_file.load_result(tmp_path / "r.npz"), result)
     with np.load(tmp_path / "r.npz") as data:
         assert data["coords"].shape == (len(result.shape), len(result.values))
         assert data["failure_coords"].shape == (len(result.shape), len(result.failures))
-        assert str(data["format"]) == jobs.FORMAT
+        assert str(data["format"]) == result_file.FORMAT
 
 
 def test_string_values_are_stored_as_unicode_and_objects_are_refused(tmp_path):
     strings = make_result((2,), np.array([0, 1]), np.array(["a", "bc"], dtype=object), Failures((2,), [], [], []))
-    jobs.save_result(strings, tmp_path / "s.npz")
-    assert jobs.load_result(tmp_path / "s.npz").values.tolist() == ["a", "bc"]
+    result_file.save_result(strings, tmp_path / "s.npz")
+    assert result_file.load_result(tmp_path / "s.npz").values.tolist() == ["a", "bc"]
     objects = make_result((2,), np.array([0, 1]), np.array([None, (1, 2)], dtype=object), Failures((2,), [], [], []))
     with pytest.raises(FormatError, match=r"object dtype \(func returned NoneType, tuple\)"):
-        jobs.save_result(objects, tmp_path / "s.npz")
-    assert jobs.load_result(tmp_path / "s.npz").values.tolist() == ["a", "bc"]  # the old file is intact
+        result_file.save_result(objects, tmp_path / "s.npz")
+    assert result_file.load_result(tmp_path / "s.npz").values.tolist() == ["a", "bc"]  # the old file is intact
     assert sorted(os.listdir(tmp_path)) == ["s.npz"]
 
 
 def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     old = make_result((1,), np.array([0]), np.array([1.0]), Failures((1,), [], [], []), STATS)
-    jobs.save_result(old, tmp_path / "r.npz")
+    result_file.save_result(old, tmp_path / "r.npz")
 
     def broken_savez(file, **entries):
         file.write(b"PK\x03\x04 half a zip")
@@ -405,25 +422,25 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", broken_savez)
     with pytest.raises(OSError, match="disk full"):
-        jobs.save_result(make_result((1,), np.array([0]), np.array([2.0]), Failures((1,), [], [], [])), tmp_path / "r.npz")
+        result_file.save_result(make_result((1,), np.array([0]), np.array([2.0]), Failures((1,), [], [], [])), tmp_path / "r.npz")
     monkeypatch.undo()
-    assert_same_result(jobs.load_result(tmp_path / "r.npz"), old)
+    assert_same_result(result_file.load_result(tmp_path / "r.npz"), old)
     assert os.listdir(tmp_path) == ["r.npz"]
 
 
 def test_load_result_errors(tmp_path):
     with pytest.raises(MissingFileError, match="does not exist"):
-        jobs.load_result(tmp_path / "nope.npz")
+        result_file.load_result(tmp_path / "nope.npz")
     np.savez(tmp_path / "other.npz", values=np.zeros(3))
     with pytest.raises(FormatError, match="not a chunkmap result"):
-        jobs.load_result(tmp_path / "other.npz")
+        result_file.load_result(tmp_path / "other.npz")
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(FormatError, match="not an .npz result"):
-        jobs.load_result(tmp_path / "junk.npz")
+        result_file.load_result(tmp_path / "junk.npz")
 
 
 def test_stats_fields_added_or_removed_later_still_load(tmp_path):
-    jobs.save_result(make_result((1,), np.array([0]), np.array([1.0]), Failures((1,), [], [], []), STATS), tmp_path / "r.npz")
+    result_file.save_result(make_result((1,), np.array([0]), np.array([1.0]), Failures((1,), [], [], []), STATS), tmp_path / "r.npz")
     with np.load(tmp_path / "r.npz") as data:
         entries = dict(data)
     stats = json.loads(str(entries["stats"]))
@@ -431,7 +448,7 @@ def test_stats_fields_added_or_removed_later_still_load(tmp_path):
     del stats["rate"]
     entries["stats"] = np.array(json.dumps(stats))
     np.savez(tmp_path / "r.npz", **entries)
-    loaded = jobs.load_result(tmp_path / "r.npz").stats
+    loaded = result_file.load_result(tmp_path / "r.npz").stats
     assert loaded.elements == 24 and loaded.rate == 0
 
 
@@ -445,4 +462,4 @@ def test_the_installed_command_imports_from_the_current_directory(tmp_path):
     completed = subprocess.run([script, "run", "here:triple", "x.npy", "-o", "out.npz", "--scheduler", "processes"],
                                capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert completed.returncode == 0, completed.stderr
-    assert jobs.load_result(tmp_path / "out.npz").values.tolist() == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0]
+    assert result_file.load_result(tmp_path / "out.npz").values.tolist() == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0]

@@ -19,9 +19,9 @@ import pytest
 from test_cli_run import assert_matches_reference, inputs, run_cli  # noqa: F401 (inputs is a fixture)
 
 import chunkmap
-from chunkmap import cli
-from chunkmap.cli import demo, jobs
+from chunkmap import cli, result_file
 from chunkmap.checkpoint import decode_record, runs
+from chunkmap.cli import demo, jobs
 from chunkmap.errors import CheckpointWarning
 
 STUB = "chunkmap.stub.slowlib"
@@ -234,11 +234,12 @@ def test_a_missing_location_or_a_file_is_an_error(tmp_path, capsys, command):
     name, *rest = command
     status, out, err = main(capsys, name, tmp_path / "nope", *rest)
     assert (status, out) == (2, "")
-    assert err == (f"chunkmap: error: the checkpoint location '{tmp_path / 'nope'}' does not exist; expected the "
-                   f"directory given to chunkmap run --checkpoint (or run(checkpoint=...)), or a redis:// URL\n")
+    assert err == (f"chunkmap: error: there is no checkpoint directory at {tmp_path / 'nope'} (the path does not "
+                   f"exist); expected the directory given to run(checkpoint=...) or chunkmap run --checkpoint, or a "
+                   f"redis:// URL\n")
     (tmp_path / "file").write_text("")
     status, _, err = main(capsys, name, tmp_path / "file", *rest)
-    assert status == 2 and f"'{tmp_path / 'file'}' is a file; expected the directory" in err
+    assert status == 2 and f"there is no checkpoint directory at {tmp_path / 'file'} (it is a file); expected" in err
 
 
 def test_an_empty_location(tmp_path, capsys):
@@ -281,7 +282,7 @@ def assert_kept_and_rerun_writes_it(completed, tmp_path, args, inputs, reason):
     assert again.returncode == 0, again.stderr
     unmasked = int((a1 > -1e10).sum())
     assert f"resumed   {unmasked:>14,}  from the checkpoint ck" in again.stdout
-    result = jobs.load_result(tmp_path / output)
+    result = result_file.load_result(tmp_path / output)
     assert_matches_reference(result, a2, a1)
     plain = jobs.run_job(f"{STUB}:slow_computation", [tmp_path / "a2.npy", tmp_path / "a1.npy"], mask="in2 <= -1e10",
                          skip=[f"{STUB}:InternalError"], scheduler="sync")

@@ -102,8 +102,9 @@ def _store(location: Any) -> ChunkStore:
 
     store = location.store if isinstance(location, Checkpoint) else open_store(location)
     if isinstance(store, DirectoryStore) and not store.path.is_dir():
-        raise CheckpointError(f"there is no checkpoint directory at {store.location}; expected the directory "
-                              f"given to run(checkpoint=...) or chunkmap run --checkpoint")
+        found = "it is a file" if store.path.exists() else "the path does not exist"
+        raise CheckpointError(f"there is no checkpoint directory at {store.location} ({found}); expected the "
+                              f"directory given to run(checkpoint=...) or chunkmap run --checkpoint, or a redis:// URL")
     return store
 
 

@@ -1,8 +1,9 @@
 """The ``chunkmap`` command line (also ``python -m chunkmap``).
 
 ``chunkmap demo`` runs the seed's job on the bundled SWIG library; ``chunkmap run`` runs a job from
-files (see :mod:`chunkmap.cli.jobs`); ``status``, ``failures`` and ``remove`` inspect and clean a
-checkpoint location (a directory or a ``redis://`` URL; see :mod:`chunkmap.checkpoint`)::
+files (see :mod:`chunkmap.cli.jobs`; the result file is :mod:`chunkmap.result_file`); ``status``,
+``failures`` and ``remove`` inspect and clean a checkpoint location (a directory or a ``redis://``
+URL; see :mod:`chunkmap.checkpoint`)::
 
     chunkmap run MODULE:FUNC IN1.npy [IN2.npy ...] -o result.npz
                  [--mask EXPR] [--skip MODULE:EXC ...] [--scheduler S] [--chunks N]
@@ -67,10 +68,10 @@ def positive_float(text: str) -> float:
 
 
 RUN_DESCRIPTION = """\
-Call FUNC(in1, in2, ...) on every element of the .npy inputs (memory-mapped, broadcast together)
-and write the coordinates, values and failures of the computed elements to an .npz (read it back
-with chunkmap.cli.jobs.load_result, or np.load). MODULE is imported: MODULE:FUNC may name any
-importable function, e.g. a SWIG-wrapped C function.
+Call FUNC(in1, in2, ...) on every element of the .npy inputs (broadcast together; chunkmap.run reads
+the files in place, chunk by chunk) and write the coordinates, values and failures of the computed
+elements to an .npz (read it back with chunkmap.result_file.load_result, or np.load). MODULE is
+imported: MODULE:FUNC may name any importable function, e.g. a SWIG-wrapped C function.
 
 --mask takes a condition over the inputs in1..inN (True = do not compute): numbers (3, -1e10,
 nan, inf), comparisons < <= > >= == != (chains like 0 <= in1 < 1 too), ~ (not), & (and), | (or),

@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import shutil
 import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-from ..errors import ChunkmapError, MissingFileError, OptionError
+from ..errors import ChunkmapError
 
 if TYPE_CHECKING:
     from ..checkpoint import RunStatus
@@ -47,25 +46,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     remove.add_argument("runs", metavar="RUN", nargs="+", help="run ids, or unique prefixes of them")
 
 
-def checkpoint_location(text: str) -> str:
-    """``text`` if it names a store; a directory must exist (an empty location is fine)."""
-    from ..checkpoint import DirectoryStore, open_store
-
-    if isinstance(open_store(text), DirectoryStore):
-        if not os.path.exists(text):
-            raise MissingFileError(f"the checkpoint location {text!r} does not exist; expected the directory "
-                                   f"given to chunkmap run --checkpoint (or run(checkpoint=...)), or a redis:// URL")
-        if not os.path.isdir(text):
-            raise OptionError(f"the checkpoint location {text!r} is a file; expected the directory given to "
-                              f"chunkmap run --checkpoint, or a redis:// URL")
-    return text
-
-
 def status_command(args: argparse.Namespace) -> int:
     """``chunkmap status CKPT``: one block per run, oldest first."""
     from ..checkpoint import runs
 
-    found = runs(checkpoint_location(args.checkpoint))
+    found = runs(args.checkpoint)  # a ChunkmapError for a missing directory or a file
     if not found:
         print(f"chunkmap status: no runs in {args.checkpoint}")
         return 0
@@ -115,7 +100,7 @@ def failures_command(args: argparse.Namespace) -> int:
     """``chunkmap failures CKPT [--run ID] [--csv]``: one run's failed elements."""
     from ..checkpoint import run_failures, runs
 
-    location = checkpoint_location(args.checkpoint)
+    location = args.checkpoint
     failures = run_failures(location, args.run)  # a ChunkmapError unless args.run names one intact run
     run = next(run for run in runs(location) if run.run_id.startswith(args.run or ""))
     if args.csv:
@@ -166,7 +151,7 @@ def remove_command(args: argparse.Namespace) -> int:
     """``chunkmap remove CKPT RUN...``: removes each run it can; 2 if any could not be removed."""
     from ..checkpoint import remove
 
-    location = checkpoint_location(args.checkpoint)
+    location = args.checkpoint
     status = 0
     for run in args.runs:
         try:

@@ -47,7 +47,7 @@ from chunkmap.checkpoint.records import accept
 from chunkmap.checkpoint.run import read_manifest
 from chunkmap.checkpoint.stores import DirectoryStore
 from chunkmap.cli import demo
-from chunkmap.cli.jobs import load_result
+from chunkmap.result_file import load_result
 from chunkmap.kernel import ChunkOutput, Evaluation
 from chunkmap.plan import make_plan
 from chunkmap.stub import slowlib
@@ -61,7 +61,7 @@ libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
 
 import numpy as np
 import chunkmap
-import chunkmap.engine, chunkmap.cli.jobs  # dask and the rest, imported once for every driver
+import chunkmap.engine, chunkmap.result_file  # dask and the rest, imported once for every driver
 from chunkmap.stub import set_cost
 from chunkmap.stub import slowlib
 
@@ -99,7 +99,7 @@ def drive(order, events):
                           chunks=order["chunks"], scheduler=order["scheduler"], checkpoint=checkpoint,
                           progress=progress)
     send("returned", result.stats.resumed, result.stats.rejected)
-    chunkmap.cli.jobs.save_result(result, order["result"])  # atomic: absent or whole
+    chunkmap.result_file.save_result(result, order["result"])  # atomic: absent or whole
     send("finished")
 
 
