@@ -52,6 +52,7 @@ from benchmarks import run_report
 from benchmarks.run_child import digest
 from benchmarks.run_contenders import ALIASES, CONTENDERS, WORKERS, reference
 from benchmarks.run_memory import TreeSampler
+from chunkmap.cli.demo import make_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL_N = {0: 3000, 1000: 2000, 100000: 200}
@@ -66,14 +67,6 @@ def size_for(cost_ns: int, quick: bool) -> int:
     else:  # about 4 s of serial work at ~300 ns of overhead per element, at most 9M elements
         n = int(np.sqrt(min(9e6, 4e9 / (cost_ns + 300))))
     return max(4, n // 10) if quick else n
-
-
-def make_inputs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    a1 = rng.random((n, n))
-    a2 = rng.random((n, n))
-    a1[rng.random((n, n)) < MASKED_FRACTION] = -1e11
-    return a1, a2
 
 
 def run_one(name: str, cost_ns: int, paths: tuple[str, str], timeout: float, warm: bool,
@@ -163,7 +156,7 @@ def run_one(name: str, cost_ns: int, paths: tuple[str, str], timeout: float, war
 
 
 def run_cost(cost_ns: int, n: int, names: list[str], args, tmp: str) -> dict:
-    a1, a2 = make_inputs(n)
+    a1, a2 = make_inputs(n, masked_fraction=MASKED_FRACTION)
     paths = (os.path.join(tmp, "a1.npy"), os.path.join(tmp, "a2.npy"))
     np.save(paths[0], a1)
     np.save(paths[1], a2)

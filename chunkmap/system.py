@@ -1,4 +1,4 @@
-"""What chunkmap asks of the operating system: CPUs to use, heap trimming, dying with the parent.
+"""What chunkmap asks of the operating system: CPUs to use, heap trimming, dying with the parent, a free port.
 
 Standard library only (every layer may import it, worker processes too). Linux gives each its
 best answer; elsewhere each degrades to a safe default.
@@ -11,9 +11,10 @@ import functools
 import math
 import os
 import signal
+import socket
 from typing import Callable
 
-__all__ = ["cpu_count", "release_free_memory", "die_with_parent"]
+__all__ = ["cpu_count", "release_free_memory", "die_with_parent", "free_port"]
 
 
 @functools.cache
@@ -63,3 +64,10 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers chunkmap or its tests start)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

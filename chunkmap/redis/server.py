@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import StoreConnectionError
-from ..testing import free_port
+from ..system import free_port
 
 __all__ = ["find_redis_server", "free_port", "RedisServer"]
 

@@ -28,8 +28,7 @@ Importing this package needs numpy only (pytest is imported when a test runs; re
 
 from __future__ import annotations
 
-import socket
-
+from ..system import free_port
 from .reference import (
     Reference,
     assert_matches_reference,
@@ -40,10 +39,3 @@ from .stores import ArrayStoreTests, ChunkStoreTests
 
 __all__ = ["ArrayStoreTests", "ChunkStoreTests", "Reference", "assert_matches_reference", "free_port",
            "serial_reference", "values_array"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
