@@ -9,7 +9,7 @@ import sys
 CORE = ["chunkmap.plan", "chunkmap.source", "chunkmap.bitmask", "chunkmap.kernel", "chunkmap.loop",
         "chunkmap.outputs", "chunkmap.result", "chunkmap.failures", "chunkmap.codec", "chunkmap.sizing",
         "chunkmap.errors", "chunkmap.options", "chunkmap.system", "chunkmap.checkpoint.records",
-        "chunkmap.checkpoint.identity", "chunkmap.local.child", "chunkmap.backends"]
+        "chunkmap.checkpoint.identity", "chunkmap.local.child", "chunkmap.backends", "chunkmap.result_file"]
 BLOCKED = ("dask", "distributed", "cloudpickle", "redis", "hiredis", "tqdm")
 
 IMPORT_BLOCKED = """
