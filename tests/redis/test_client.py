@@ -13,9 +13,14 @@ import time
 
 import numpy as np
 import pytest
+import redis
+from packaging.requirements import Requirement
 
 from chunkmap.errors import StoreConnectionError, StoreError
 from chunkmap.redis import RedisArrayStore
+from chunkmap.redis import _redis_py
+
+PYPROJECT = os.path.join(os.path.dirname(__file__), "..", "..", "pyproject.toml")
 
 ARRAYS = {
     "80x80 u2": np.arange(6400, dtype=np.uint16).reshape(80, 80),
@@ -172,3 +177,42 @@ def test_unix_socket(own_server, tmp_path, spin):
         np.testing.assert_array_equal(s.get(name), ARRAYS[name])
     assert not RedisArrayStore(server.url, namespace="ux:").exists("80x80 u2")  # db 2, not 0
     assert s.delete_prefix() == 2
+
+
+def _redis_extra() -> list[Requirement]:
+    tomllib = pytest.importorskip("tomllib")
+    with open(PYPROJECT, "rb") as f:
+        extra = tomllib.load(f)["project"]["optional-dependencies"]["redis"]
+    return [Requirement(r) for r in extra]
+
+
+def test_redis_py_contract(redis_url):
+    """The one private piece of redis-py chunkmap uses, ``Connection._sock``, still means what
+    chunkmap relies on: the handshaken connection's socket, closed by ``disconnect()``.
+
+    If this fails after a redis-py upgrade, chunkmap.redis._redis_py.connect must change (and
+    TESTED and the pin in pyproject.toml with it).
+    """
+    (pin,) = [r for r in _redis_extra() if r.name == "redis"]
+    assert str(pin.specifier) == str(Requirement(_redis_py.TESTED).specifier), "TESTED and pyproject.toml disagree"
+    assert pin.specifier.contains(redis.__version__), (
+        f"redis-py {redis.__version__} is outside the tested {pin}: run this test's checks, then widen the pin"
+    )
+    pool = _redis_py.connection_pool(redis_url + "/3")
+    conn, sock = _redis_py.connect(pool)
+    assert sock is conn._sock and type(sock) is socket.socket
+    sock.sendall(b"CLIENT INFO\r\n")  # handshake done by redis-py: the socket is on db 3
+    assert b" db=3 " in sock.recv(4096)
+    conn.disconnect()
+    assert sock.fileno() == -1 and conn._sock is None
+
+
+def test_error_replies_parse_as_redis_py_does(redis_url):
+    reader = _redis_py.reply_reader(_redis_py.connection_pool(redis_url))
+    reader.feed(b"-LOADING Redis is loading the dataset in memory\r\n-NOAUTH Authentication required.\r\n")
+    reader.feed(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n+OK\r\n")
+    loading, noauth, wrongtype, ok = (reader.gets() for _ in range(4))
+    assert isinstance(loading, redis.exceptions.BusyLoadingError) and isinstance(loading, redis.ConnectionError)
+    assert isinstance(noauth, redis.AuthenticationError) and isinstance(noauth, redis.ConnectionError)
+    assert type(wrongtype) is redis.ResponseError and str(wrongtype).startswith("WRONGTYPE Operation")
+    assert ok == b"OK" and reader.gets() is _redis_py.MORE
