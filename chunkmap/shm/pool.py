@@ -6,10 +6,11 @@ between processes; the arrays stay where they are.
 
 How it works, and why shutdown cannot hang
     The free and filled queues are two rings of slot indices in a small shared segment, guarded
-    by one lock; two counting semaphores hold one token per queued index. Ending or closing the
-    pool adds one extra *poison* token: a party that takes a token and finds the pool closed
-    (or, for consumers, the data ended and nothing left to consume) puts the token back before
-    returning, so every blocked party -- and every later one -- wakes up, however many there are.
+    by one lock (:mod:`chunkmap.shm.pool_state`); two counting semaphores hold one token per
+    queued index. Ending or closing the pool adds one extra *poison* token: a party that takes
+    a token and finds the pool closed (or, for consumers, the data ended and nothing left to
+    consume) puts the token back before returning, so every blocked party -- and every later
+    one -- wakes up, however many there are.
     There are no feeder threads or pipes (the shutdown hang of ``multiprocessing.Queue``),
     every wait takes a ``timeout``, and the lock is only held for a few index moves (a wait for
     it longer than :data:`LOCK_TIMEOUT` means its holder died, and raises).
@@ -44,7 +45,6 @@ they can only be pickled while a process is being started (not put on a queue la
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -53,62 +53,20 @@ import numpy as np
 
 from ..errors import InputError, OptionError, PoolClosedError, PoolTimeoutError, SharedMemoryError
 from .array import SharedArray
+from .pool_state import (
+    FILLED,
+    FREE,
+    LOCK_TIMEOUT,
+    SLOT_FILLED,
+    SLOT_FILLING,
+    SLOT_FREE,
+    SLOT_STATE_NAMES,
+    SLOT_USING,
+    PoolState,
+)
+from .slot import Slot, abort_reason
 
 __all__ = ["SlotPool", "Slot", "LOCK_TIMEOUT"]
-
-LOCK_TIMEOUT = 30.0
-"""Seconds a party waits for the pool's lock before concluding its holder died."""
-
-# layout of the int64 state segment
-_CLOSED, _FINISHED, _PRODUCERS, _FREE_HEAD, _FREE_COUNT, _FILLED_HEAD, _FILLED_COUNT, _HEADER = range(8)
-_REASON_BYTES = 512
-# per-slot state
-_FREE, _FILLING, _FILLED, _USING = range(4)
-_STATE_NAMES = {_FREE: "free", _FILLING: "held by a producer", _FILLED: "filled", _USING: "held by a consumer"}
-
-
-class Slot:
-    """A slot taken from a :class:`SlotPool`: its index and its array.
-
-    As a context manager, a slot from :meth:`SlotPool.get_free` is published at the end of the
-    block and one from :meth:`SlotPool.get_filled` is released; if the block raises, the pool is
-    aborted (waking every other party) and the exception propagates.
-
-    Attributes
-    ----------
-    index : int
-        The slot's index in the pool.
-    array : numpy.ndarray
-        The slot's shared array.
-    role : str
-        ``"producer"`` or ``"consumer"``.
-    """
-
-    __slots__ = ("pool", "index", "array", "role", "done")
-
-    def __init__(self, pool: SlotPool, index: int, role: str) -> None:
-        self.pool = pool
-        self.index = index
-        self.array = pool.arrays[index]
-        self.role = role
-        self.done = False
-
-    def __enter__(self) -> Slot:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if self.done:
-            return
-        if exc is None:
-            if self.role == "producer":
-                self.pool.publish(self)
-            else:
-                self.pool.release(self)
-        elif not isinstance(exc, PoolClosedError):
-            self.pool.abort(f"a {self.role} (pid {os.getpid()}) raised {exc_type.__name__}: {exc}")
-
-    def __repr__(self) -> str:
-        return f"Slot(index={self.index}, role={self.role!r})"
 
 
 class SlotPool:
@@ -151,13 +109,8 @@ class SlotPool:
             raise OptionError(f"producers must be at least 1, got {producers!r}")
         n = int(slots)
         self._slots = [SharedArray.create(shape, dtype) for _ in range(n)]
-        self._state = SharedArray.create(_HEADER + 3 * n + _REASON_BYTES // 8, np.int64)
-        st = self._state.array
-        st[_PRODUCERS] = int(producers)
-        st[_HEADER : _HEADER + n] = np.arange(n)  # the free ring holds every slot
-        st[_FREE_COUNT] = n
         ctx = multiprocessing.get_context("spawn")  # named semaphores: usable under fork and spawn
-        self._lock = ctx.Lock()
+        self._state = PoolState.create(n, producers=int(producers), lock=ctx.Lock())
         self._free_sem = ctx.Semaphore(n)
         self._filled_sem = ctx.Semaphore(0)
         self._setup()
@@ -166,27 +119,18 @@ class SlotPool:
         self._n = len(self._slots)
         self.arrays: list[np.ndarray] = [s.array for s in self._slots]
         """The slots' numpy arrays, indexed like the slots."""
-        st = self._state.array
-        self._st = st
-        self._rings = st[_HEADER : _HEADER + 2 * self._n].reshape(2, self._n)
-        self._slot_state = st[_HEADER + 2 * self._n : _HEADER + 3 * self._n]
-        self._reason = st[_HEADER + 3 * self._n :].view(np.uint8)
         self._closed_here = False
         self._final_reason = ""
 
     def __getstate__(self) -> dict[str, Any]:
         if self._closed_here:
             raise PoolClosedError("closed")
-        return {
-            "slots": self._slots,
-            "state": self._state,
-            "locks": (self._lock, self._free_sem, self._filled_sem),
-        }
+        return {"slots": self._slots, "state": self._state, "semaphores": (self._free_sem, self._filled_sem)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._slots = state["slots"]
         self._state = state["state"]
-        self._lock, self._free_sem, self._filled_sem = state["locks"]
+        self._free_sem, self._filled_sem = state["semaphores"]
         self._setup()
 
     # -- properties ------------------------------------------------------------------------------
@@ -204,50 +148,29 @@ class SlotPool:
     @property
     def closed(self) -> bool:
         """True once the pool was closed or aborted (by any process)."""
-        return self._closed_here or bool(self._st[_CLOSED])
+        return self._closed_here or self._state.closed
 
     @property
     def reason(self) -> str:
         """Why the pool was closed ("" while it is open)."""
         if self._closed_here:
             return self._final_reason
-        return bytes(self._reason).rstrip(b"\0").decode("utf-8", "replace")
+        return self._state.reason
 
     @property
     def finished(self) -> bool:
         """True once every producer has called :meth:`finish`."""
         if self._closed_here:
             return False
-        return self._st[_FINISHED] >= self._st[_PRODUCERS]
+        return self._state.finished
 
     # -- internals -------------------------------------------------------------------------------
     @contextmanager
     def _locked(self) -> Iterator[None]:
         if self._closed_here:
-            raise PoolClosedError(self.reason or "closed")
-        if not self._lock.acquire(timeout=LOCK_TIMEOUT):
-            raise SharedMemoryError(
-                f"the slot pool's lock was held for more than {LOCK_TIMEOUT} s: a process probably died "
-                f"while holding it; close the pool and start again"
-            )
-        try:
+            self._raise_closed()
+        with self._state.locked():
             yield
-        finally:
-            self._lock.release()
-
-    def _push(self, ring: int, index: int) -> None:
-        head, count = (_FREE_HEAD, _FREE_COUNT) if ring == 0 else (_FILLED_HEAD, _FILLED_COUNT)
-        st = self._st
-        self._rings[ring, (st[head] + st[count]) % self._n] = index
-        st[count] += 1
-
-    def _pop(self, ring: int) -> int:
-        head, count = (_FREE_HEAD, _FREE_COUNT) if ring == 0 else (_FILLED_HEAD, _FILLED_COUNT)
-        st = self._st
-        index = int(self._rings[ring, st[head]])
-        st[head] = (st[head] + 1) % self._n
-        st[count] -= 1
-        return index
 
     def _raise_closed(self) -> None:
         raise PoolClosedError(self.reason or "closed")
@@ -263,8 +186,8 @@ class SlotPool:
     def _expect(self, slot: Slot, state: int, action: str) -> None:
         if slot.pool._state.name != self._state.name or not 0 <= slot.index < self._n:
             raise InputError(f"{slot!r} does not belong to this pool")
-        if slot.done or self._slot_state[slot.index] != state:
-            now = "already handed on" if slot.done else _STATE_NAMES[int(self._slot_state[slot.index])]
+        if slot.done or self._state.slot_state(slot.index) != state:
+            now = "already handed on" if slot.done else SLOT_STATE_NAMES[self._state.slot_state(slot.index)]
             raise InputError(f"cannot {action} slot {slot.index}: it is {now}")
 
     # -- producer side ---------------------------------------------------------------------------
@@ -290,11 +213,11 @@ class SlotPool:
         """
         self._acquire(self._free_sem, timeout, "free")
         with self._locked():
-            if self._st[_CLOSED] or self._st[_FREE_COUNT] == 0:
+            if self._state.closed or self._state.count(FREE) == 0:
                 self._free_sem.release()  # pass the wake-up on
                 self._raise_closed()
-            index = self._pop(0)
-            self._slot_state[index] = _FILLING
+            index = self._state.pop(FREE)
+            self._state.set_slot_state(index, SLOT_FILLING)
         return Slot(self, index, "producer")
 
     def publish(self, slot: Slot) -> None:
@@ -306,12 +229,12 @@ class SlotPool:
             If the pool was closed meanwhile (the data is dropped).
         """
         with self._locked():
-            self._expect(slot, _FILLING, "publish")
+            self._expect(slot, SLOT_FILLING, "publish")
             slot.done = True
-            if self._st[_CLOSED]:
+            if self._state.closed:
                 self._raise_closed()
-            self._slot_state[slot.index] = _FILLED
-            self._push(1, slot.index)
+            self._state.set_slot_state(slot.index, SLOT_FILLED)
+            self._state.push(FILLED, slot.index)
         self._filled_sem.release()
 
     def finish(self) -> None:
@@ -320,8 +243,7 @@ class SlotPool:
         When all ``producers`` have finished, consumers drain what is filled and then stop.
         """
         with self._locked():
-            self._st[_FINISHED] += 1
-            last = self._st[_FINISHED] == self._st[_PRODUCERS]
+            last = self._state.finish_one()
         if last:
             self._filled_sem.release()  # the end-of-data token
 
@@ -354,7 +276,7 @@ class SlotPool:
         except PoolClosedError:
             return
         except BaseException as exc:
-            self.abort(f"a {role} (pid {os.getpid()}) raised {type(exc).__name__}: {exc}")
+            self.abort(abort_reason(role, exc))
             raise
 
     def get_filled(self, timeout: float | None = None) -> Slot | None:
@@ -381,13 +303,13 @@ class SlotPool:
         """
         self._acquire(self._filled_sem, timeout, "filled")
         with self._locked():
-            if self._st[_CLOSED] or self._st[_FILLED_COUNT] == 0:
+            if self._state.closed or self._state.count(FILLED) == 0:
                 self._filled_sem.release()  # pass the end-of-data or closing token on
-                if self._st[_CLOSED]:
+                if self._state.closed:
                     self._raise_closed()
                 return None
-            index = self._pop(1)
-            self._slot_state[index] = _USING
+            index = self._state.pop(FILLED)
+            self._state.set_slot_state(index, SLOT_USING)
         return Slot(self, index, "consumer")
 
     def release(self, slot: Slot) -> None:
@@ -396,10 +318,10 @@ class SlotPool:
             slot.done = True
             return
         with self._locked():
-            self._expect(slot, _USING, "release")
+            self._expect(slot, SLOT_USING, "release")
             slot.done = True
-            self._slot_state[slot.index] = _FREE
-            self._push(0, slot.index)
+            self._state.set_slot_state(slot.index, SLOT_FREE)
+            self._state.push(FREE, slot.index)
         self._free_sem.release()
 
     def filled(self, timeout: float | None = None) -> Iterator[Slot]:
@@ -437,12 +359,9 @@ class SlotPool:
         if self._closed_here:
             return
         with self._locked():
-            if self._st[_CLOSED]:
+            if self._state.closed:
                 return
-            data = reason.encode("utf-8", "replace")[: _REASON_BYTES - 1]
-            self._reason[:] = 0
-            self._reason[: len(data)] = np.frombuffer(data, np.uint8)
-            self._st[_CLOSED] = 1
+            self._state.set_closed(reason)
         self._free_sem.release()  # one wake-up token each; every woken party passes it on
         self._filled_sem.release()
 
@@ -459,13 +378,12 @@ class SlotPool:
             pass
         self._final_reason = self.reason
         self._closed_here = True
-        for sa in [*self._slots, self._state]:
+        for sa in self._slots:
             if sa.owner:
                 sa.unlink()
             sa.close()
+        self._state.close()
         self.arrays = []
-        self._st = None  # type: ignore[assignment]
-        self._rings = self._slot_state = self._reason = None  # type: ignore[assignment]
 
     def __enter__(self) -> SlotPool:
         return self
