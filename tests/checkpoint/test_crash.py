@@ -47,9 +47,9 @@ from chunkmap.checkpoint.records import accept
 from chunkmap.checkpoint.run import read_manifest
 from chunkmap.checkpoint.stores import DirectoryStore
 from chunkmap.cli import demo
-from chunkmap.result_file import load_result
 from chunkmap.kernel import ChunkOutput, Evaluation
 from chunkmap.plan import make_plan
+from chunkmap.result_file import load_result
 from chunkmap.stub import slowlib
 
 #: the fork server; reads one JSON order per line on stdin, answers one JSON report per line
@@ -61,7 +61,7 @@ libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
 
 import numpy as np
 import chunkmap
-import chunkmap.engine, chunkmap.result_file  # dask and the rest, imported once for every driver
+import chunkmap.checkpoint, chunkmap.core, chunkmap.engine, chunkmap.result_file  # dask and the rest, imported once for every driver
 from chunkmap.stub import set_cost
 from chunkmap.stub import slowlib
 
