@@ -14,8 +14,10 @@ Contenders, each with ``skip=(slowlib.InternalError,)``, best of R runs (R=3, 2 
 
 - ``serial``   -> the best plain loop: ``for a, b in zip(x.tolist(), y.tolist()):
                   try: out.append(f(a, b)) except E: pass`` (the tolist() is timed too);
-- ``python``   -> :func:`chunkmap.loop.python_loop` into preallocated values/status;
-- ``compiled`` -> :func:`chunkmap.loop.compiled_loop`, the same;
+- ``python``   -> :func:`chunkmap.loop.python_loop` (the plain-Python twin
+                  ``chunkmap._hotloop_py.loop``) into preallocated values/status;
+- ``compiled`` -> :func:`chunkmap.loop.compiled_loop` (the C extension ``chunkmap._hotloop``),
+                  the same;
 - ``+heartbeat`` -> the compiled loop writing ``heartbeat[0] = i`` before every call.
 
 Reported: ns per element and the speed-up over ``serial`` (serial time / contender time).

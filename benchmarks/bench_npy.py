@@ -150,7 +150,7 @@ class _PythonIOLibrary(NpyLibrary):
         r = self._readers.get(key)
         if r is None:  # readers capture _io.pread_path when they are created
             saved = _io.pread_path
-            _io.pread_path = _io.py_pread_path
+            _io.pread_path = _io.EXTENSION.twin.pread_path
             try:
                 r = super().__getitem__(key)
             finally:
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
         "files": n,
         "accesses": k,
         "cold": how,
-        "io": _io.IMPLEMENTATION,
+        "io": _io.EXTENSION.implementation,
         "results": results,
         "iterator": it,
     }

@@ -4,9 +4,11 @@
  *   loop(func, columns, skip, values, status, failures, start=0, heartbeat=None)
  *       -> (position, reason, obj)
  *
- * The contract is documented in chunkmap/loop.py, whose python_loop() is the
- * pure-Python implementation of exactly the same contract (the tests check
- * that both agree element by element).  Plain C API: inputs and outputs are
+ * The contract is documented in chunkmap/loop.py, which picks this module or
+ * its pure-Python twin chunkmap/_hotloop_py.py (the same names and exactly the
+ * same contract; the tests check that both agree element by element) by
+ * chunkmap's convention for C extensions (chunkmap/_extensions.py).
+ * Plain C API: inputs and outputs are
  * read through the buffer protocol (no numpy C API), the function is called
  * with PyObject_Vectorcall, or, for callables without vectorcall (SWIG
  * -builtin wrappers are METH_VARARGS functions), with PyObject_Call on one
@@ -559,8 +561,8 @@ PyDoc_STRVAR(loop_doc,
 "loop(func, columns, skip, values, status, failures, start=0, heartbeat=None)\n"
 "--\n"
 "\n"
-"Call func(col0[i], col1[i], ...) for i in [start, n); compiled implementation of\n"
-"chunkmap.loop.python_loop (see the chunkmap.loop module docstring for the contract).\n"
+"Call func(col0[i], col1[i], ...) for i in [start, n); the compiled twin of\n"
+"chunkmap._hotloop_py.loop (see the chunkmap.loop module docstring for the contract).\n"
 "Returns (position, reason, obj): (n, 0, None) when done, (i, 1, result) for a\n"
 "result that does not fit values, (i, 2, exception) for an exception not in skip.");
 
@@ -848,7 +850,8 @@ static PyMethodDef hotloop_methods[] = {
 static struct PyModuleDef hotloop_module = {
     PyModuleDef_HEAD_INIT,
     "chunkmap._hotloop",
-    "Compiled per-element loop of chunkmap.loop (see that module for the contract).",
+    "Compiled per-element loop of chunkmap.loop (see that module for the contract; the "
+    "pure-Python twin is chunkmap._hotloop_py).",
     -1,
     hotloop_methods,
     NULL,
@@ -887,5 +890,9 @@ PyInit__hotloop(void)
         }
     }
     module = PyModule_Create(&hotloop_module);
+    if (module != NULL && PyModule_AddStringConstant(module, "PLACEHOLDER", PLACEHOLDER) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
     return module;
 }

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from chunkmap import loop as loopmod
+from chunkmap._extensions import pure_python_requested
 from chunkmap.loop import PLACEHOLDER, compiled_loop, python_loop, run_to_end
 from chunkmap.stub import slowlib
 
@@ -32,7 +33,9 @@ VALUE_DTYPES = ["i8", "f8", "f4", "?", "c16", "O"]
 
 def test_compiled_extension_is_built_and_used():
     assert compiled_loop is not None, "chunkmap._hotloop did not import: pip install -e ."
-    assert loopmod.loop is compiled_loop
+    assert loopmod.loop is (python_loop if pure_python_requested() else compiled_loop)
+    assert python_loop.__module__ == "chunkmap._hotloop_py"
+    assert loopmod.EXTENSION.compiled.PLACEHOLDER == loopmod.EXTENSION.twin.PLACEHOLDER == PLACEHOLDER
 
 
 class SkipMe(Exception):
@@ -138,7 +141,7 @@ def naive(func, columns, skip, values_dtype, start):
 
 RESULTS = st.sampled_from(
     ["echo", "int", "float", "bool", "complex", "none", "str", "bigint", "u64", "npf64",
-     "npi32", "npc128", "intsub", "floatsub", "skip", "fatal", "badstr", "hugeint"]
+     "npi32", "npc128", "intsub", "floatsub", "skip", "fatal", "badstr", "hugeint", "stop"]
 )
 
 
@@ -187,6 +190,8 @@ class Func:
             raise SkipMe(f"element {args!r}")
         if what == "badstr":
             raise BadStr()
+        if what == "stop":
+            raise StopIteration(len(self.calls))  # an error like any other, not the end of a loop
         raise Fatal(len(self.calls))
 
 
@@ -733,6 +738,39 @@ def test_store_rules(impl):
                         expected = np.array([want], dtype="f8" if dtype == "f4" else dtype)
                         expected = expected.astype(dtype)
                     assert values[:1].tobytes() == expected.tobytes(), (dtype, r)
+
+
+class ClaimsToBeFloat:
+    """Not a float, though isinstance(obj, float) says it is: the loops go by type(obj)."""
+
+    __class__ = float  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=IDS)
+@pytest.mark.parametrize("dtype", ["i8", "f8", "f4", "?", "c16"])
+def test_results_are_told_by_their_type(impl, dtype):
+    liar = ClaimsToBeFloat()
+    assert isinstance(liar, float)
+    values, status = fresh(dtype, 1, fill=0)
+    assert impl(lambda a: liar, (np.zeros(1),), (), values, status, []) == (0, 1, liar)
+    assert status[0] == 7
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=IDS)
+def test_stop_iteration_from_func_is_an_error(impl):
+    """StopIteration raised by func stops the loop with it, as any exception not in skip."""
+    def func(a):
+        if a == 3:
+            raise StopIteration("three")
+        return a
+
+    values, status = fresh("i8", 6)
+    position, reason, exc = impl(func, (np.arange(6),), (), values, status, [])
+    assert (position, reason, type(exc), str(exc)) == (3, 2, StopIteration, "three")
+    assert status[:6].tolist() == [0, 0, 0, 7, 7, 7]
+    failures = []
+    assert impl(func, (np.arange(6),), (StopIteration,), values, status, failures) == (6, 0, None)
+    assert failures == [(3, "StopIteration", "three")]
 
 
 # -------------------------------------------------------- reference counting

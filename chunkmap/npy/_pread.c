@@ -13,9 +13,12 @@
  *       None when path is not in table.
  *   entry_evict(entry) -> None
  *       close an entry's descriptor, or mark it for its last reader if a read uses it.
+ *   open_ro(path: bytes) -> int
+ *       open(path) with the flags of pread_path; the caller closes the descriptor.
  *
- * chunkmap/npy/_io.py implements exactly the same contract in Python (os.open, os.preadv,
- * os.close); the tests run both.  buf is any writable C-contiguous buffer (a numpy array, a
+ * The contract is documented in chunkmap/npy/_io.py, which picks this module or its twin
+ * chunkmap/npy/_pread_py.py (the same functions in Python: os.open, os.preadv, os.close) by
+ * chunkmap's convention for C extensions (chunkmap/_extensions.py); the tests run both.  buf is any writable C-contiguous buffer (a numpy array, a
  * bytearray, a memoryview).  Errors are OSError subclasses with errno and the file name, as
  * os.open raises them.  The GIL is released around the system calls.  O_NOATIME (no access-time
  * update, Linux) needs the caller to own the file; it is dropped for good after the first EPERM.
@@ -57,6 +60,40 @@ static Py_ssize_t fill(int fd, char *p, Py_ssize_t want, long long offset)
     return done;
 }
 
+/* open(path, O_RDONLY | O_CLOEXEC [| O_NOATIME]); the descriptor, or -1 with errno set.
+   Called without the GIL. */
+static int open_nogil(const char *path)
+{
+    int fd, flags = O_RDONLY | O_CLOEXEC | noatime;
+    do {
+        fd = open(path, flags);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0 && errno == EPERM && (flags & noatime)) {
+        noatime = 0; /* not the file's owner: never ask again */
+        do {
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+        } while (fd < 0 && errno == EINTR);
+    }
+    return fd;
+}
+
+/* The path argument of name() as a C string: bytes without a null byte, else NULL with
+   TypeError or ValueError. */
+static const char *path_arg(PyObject *path, const char *name)
+{
+    if (!PyBytes_Check(path)) {
+        PyErr_Format(PyExc_TypeError, "%s(): path must be bytes (os.fsencode), not %.100s", name,
+                     Py_TYPE(path)->tp_name);
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(path);
+    if ((Py_ssize_t)strlen(p) != PyBytes_GET_SIZE(path)) {
+        PyErr_Format(PyExc_ValueError, "%s(): embedded null byte in path", name);
+        return NULL;
+    }
+    return p;
+}
+
 static int get_args(PyObject *const *args, Py_ssize_t nargs, const char *name, Py_buffer *view,
                     long long *offset)
 {
@@ -79,31 +116,20 @@ static PyObject *pread_path(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_buffer view;
     long long offset;
     if (nargs >= 1 && !PyBytes_Check(args[0])) {
-        PyErr_Format(PyExc_TypeError, "pread_path(): path must be bytes (os.fsencode), not %.100s",
-                     Py_TYPE(args[0])->tp_name);
+        path_arg(args[0], "pread_path"); /* raises the TypeError */
         return NULL;
     }
     if (get_args(args, nargs, "pread_path", &view, &offset) < 0)
         return NULL;
-    const char *path = PyBytes_AS_STRING(args[0]);
-    if ((Py_ssize_t)strlen(path) != PyBytes_GET_SIZE(args[0])) {
+    const char *path = path_arg(args[0], "pread_path");
+    if (path == NULL) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "pread_path(): embedded null byte in path");
         return NULL;
     }
     Py_ssize_t got = 0;
     int fd, err = 0, stage = 0;
     Py_BEGIN_ALLOW_THREADS
-    int flags = O_RDONLY | O_CLOEXEC | noatime;
-    do {
-        fd = open(path, flags);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0 && errno == EPERM && (flags & noatime)) {
-        noatime = 0; /* not the file's owner: never ask again */
-        do {
-            fd = open(path, O_RDONLY | O_CLOEXEC);
-        } while (fd < 0 && errno == EINTR);
-    }
+    fd = open_nogil(path);
     if (fd < 0) {
         err = errno;
         stage = 1;
@@ -156,6 +182,24 @@ static PyObject *pread_fd(PyObject *self, PyObject *const *args, Py_ssize_t narg
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     return PyLong_FromSsize_t(got);
+}
+
+static PyObject *open_ro(PyObject *self, PyObject *path)
+{
+    const char *p = path_arg(path, "open_ro");
+    if (p == NULL)
+        return NULL;
+    int fd, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    fd = open_nogil(p);
+    if (fd < 0)
+        err = errno;
+    Py_END_ALLOW_THREADS
+    if (fd < 0) {
+        errno = err;
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    }
+    return PyLong_FromLong(fd);
 }
 
 /* Entries of an FdPool table are lists [fd, users, evicted]. Every change to an entry happens
@@ -283,6 +327,9 @@ static PyMethodDef methods[] = {
     {"pread_path", (PyCFunction)(void (*)(void))pread_path, METH_FASTCALL,
      "pread_path(path: bytes, buf, offset: int) -> int\n\nOpen path, read len(buf) bytes at offset "
      "into buf (fewer only at end of file), close; return the number of bytes read."},
+    {"open_ro", (PyCFunction)open_ro, METH_O,
+     "open_ro(path: bytes) -> int\n\nOpen path read-only with the flags of pread_path; return the "
+     "descriptor (the caller closes it)."},
     {"pread_fd", (PyCFunction)(void (*)(void))pread_fd, METH_FASTCALL,
      "pread_fd(fd: int, buf, offset: int) -> int\n\nRead len(buf) bytes at offset of fd into buf "
      "(fewer only at end of file); return the number of bytes read."},
@@ -291,7 +338,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "chunkmap.npy._pread",
-    "Positional reads for chunkmap.npy: open + pread + close in one C call (see _io.py).", -1,
+    "Positional reads for chunkmap.npy: open + pread + close in one C call (the contract is in "
+    "chunkmap.npy._io; the pure-Python twin is chunkmap.npy._pread_py).", -1,
     methods,
 };
 

@@ -17,19 +17,21 @@ import threading
 import numpy as np
 import pytest
 
+from chunkmap._extensions import pure_python_requested
 from chunkmap.errors import ClosedError, MissingFileError, MissingKeyError, NpyFormatError, OptionError
-from chunkmap.npy import NpyLibrary, NpyReader, _io
+from chunkmap.npy import NpyLibrary, NpyReader, _io, _pread_py
 from chunkmap.npy.fdpool import FdPool, fd_limit
 
-IMPLS = ["c", "python"] if _io.c_pread_path is not None else ["python"]
+IMPLS = ["c", "python"] if _io.EXTENSION.compiled is not None else ["python"]
+FUNCTIONS = ("pread_path", "pread_fd", "open_ro", "pool_read", "entry_evict")
 
 
 @pytest.fixture(params=IMPLS)
 def impl(request, monkeypatch):
     """Run the test with the C functions, then with their Python twins (captured at construction)."""
-    for name in ("pread_path", "pread_fd", "pool_read", "entry_evict"):
-        prefix = "py_" if request.param == "python" else "c_"
-        monkeypatch.setattr(_io, name, getattr(_io, prefix + name))
+    module = _io.EXTENSION.twin if request.param == "python" else _io.EXTENSION.compiled
+    for name in FUNCTIONS:
+        monkeypatch.setattr(_io, name, getattr(module, name))
     return request.param
 
 
@@ -103,9 +105,31 @@ def test_pread_functions_same_contract(tmp_path, fd_count, impl):
 
 
 def test_implementation_is_c_when_built():
-    assert _io.IMPLEMENTATION in ("c", "python")
-    if _io.c_pread_path is not None and os.environ.get("CHUNKMAP_NPY_PYTHON_IO") != "1":
-        assert _io.IMPLEMENTATION == "c"
+    assert _io.EXTENSION.compiled is not None, "chunkmap.npy._pread did not import: pip install -e ."
+    assert _io.EXTENSION.implementation == ("python" if pure_python_requested() else "c")
+    assert _io.pread_path is _io.EXTENSION.active.pread_path
+
+
+def test_open_ro_same_contract(tmp_path, fd_count, impl):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"abc")
+    n0 = fd_count()
+    fd = _io.open_ro(os.fsencode(p))
+    try:
+        assert fd_count() == n0 + 1 and os.pread(fd, 8, 0) == b"abc"
+        assert not os.get_inheritable(fd)  # O_CLOEXEC
+        with pytest.raises(OSError):
+            os.write(fd, b"x")  # read-only
+    finally:
+        os.close(fd)
+    with pytest.raises(FileNotFoundError) as e:
+        _io.open_ro(os.fsencode(tmp_path / "missing"))
+    assert e.value.filename == os.fsencode(tmp_path / "missing")
+    with pytest.raises(TypeError, match="bytes"):
+        _io.open_ro(os.fspath(p))
+    with pytest.raises(ValueError):
+        _io.open_ro(b"a\0b")
+    assert fd_count() == n0
 
 
 # -- round trips through both implementations, with and without a pool -------------------------
@@ -261,10 +285,10 @@ def test_busy_descriptor_is_closed_by_its_last_reader(tmp_path, fd_count, monkey
     the eviction happens inside the read)."""
     for name in "abc":
         (tmp_path / name).write_bytes(name.encode() * 16)
-    monkeypatch.setattr(_io, "pool_read", _io.py_pool_read)
-    monkeypatch.setattr(_io, "entry_evict", _io.py_entry_evict)
+    monkeypatch.setattr(_io, "pool_read", _pread_py.pool_read)
+    monkeypatch.setattr(_io, "entry_evict", _pread_py.entry_evict)
     pool = FdPool(1)
-    real = _io._fill
+    real = _pread_py._fill
     seen = {}
 
     def slow(fd, buf, offset):
@@ -276,7 +300,7 @@ def test_busy_descriptor_is_closed_by_its_last_reader(tmp_path, fd_count, monkey
             seen["evicted_open"] = True
         return real(fd, buf, offset)
 
-    monkeypatch.setattr(_io, "_fill", slow)
+    monkeypatch.setattr(_pread_py, "_fill", slow)
     n0 = fd_count()
     buf = bytearray(4)
     assert pool.pread(os.fsencode(tmp_path / "a"), buf, 3) == 4 and bytes(buf) == b"aaaa"
@@ -358,8 +382,8 @@ _FORK = textwrap.dedent(
     import numpy as np
     from chunkmap.npy import NpyLibrary, _io
     if sys.argv[2] == "python":
-        _io.pread_path, _io.pread_fd = _io.py_pread_path, _io.py_pread_fd
-        _io.pool_read, _io.entry_evict = _io.py_pool_read, _io.py_entry_evict
+        for name in ("pread_path", "pread_fd", "open_ro", "pool_read", "entry_evict"):
+            setattr(_io, name, getattr(_io.EXTENSION.twin, name))
     folder = sys.argv[1]
     def nfds():
         return len(os.listdir("/proc/self/fd"))
