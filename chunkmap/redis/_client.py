@@ -6,7 +6,7 @@ argument with its own ``sendall``, and its pipeline adds ~10-40 us of Python per
 commands are written as RESP straight from the arrays' memory (:mod:`chunkmap.redis._resp`)
 and sent and read by one :class:`~chunkmap.redis._link.Link` per thread, on the socket of a
 connection redis-py opened (URL parsing, TLS, AUTH, SELECT and RESP handshakes are its job; what
-is taken from redis-py, and why, is in :mod:`chunkmap.redis._redis_py`).
+is taken from redis-py, and why, is in :mod:`chunkmap.redis._adapter`).
 
 Each thread of each process keeps its own link, so a client is safe to share between threads
 and is rebuilt after ``fork``/``spawn``; it pickles as its constructor arguments.
@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import StoreConnectionError, StoreError
 from ._link import MAX_SPIN, Link, check_spin, current_generation
-from ._redis_py import (
+from ._adapter import (
     AuthenticationError,
     InvalidResponse,
     RedisConnectionError,

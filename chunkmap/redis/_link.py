@@ -7,7 +7,7 @@ blocking with the ``socket_timeout`` as kernel timeouts (``SO_SNDTIMEO``/``SO_RC
 request costs two system calls (``sendmsg``, ``recvfrom``) -- Python's own timeout would add a
 ``poll`` before each. TLS sockets and other systems keep Python's timeout. An optional bounded
 busy-poll (``spin``) waits for the reply without letting the core go idle. Why the socket is
-taken from redis-py at all is measured in :mod:`chunkmap.redis._redis_py`.
+taken from redis-py at all is measured in :mod:`chunkmap.redis._adapter`.
 
 A process forked from one that had links must not use (or shut down) their sockets:
 :func:`current_generation` changes in every forked child, and a link remembers its own.
@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._redis_py import (
+from ._adapter import (
     MORE,
     RedisConnectionError,
     RedisTimeoutError,

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 
 from chunkmap.errors import StoreConnectionError, StoreError
 from chunkmap.redis import RedisArrayStore
-from chunkmap.redis import _redis_py
+from chunkmap.redis import _adapter
 
 PYPROJECT = os.path.join(os.path.dirname(__file__), "..", "..", "pyproject.toml")
 
@@ -190,16 +190,16 @@ def test_redis_py_contract(redis_url):
     """The one private piece of redis-py chunkmap uses, ``Connection._sock``, still means what
     chunkmap relies on: the handshaken connection's socket, closed by ``disconnect()``.
 
-    If this fails after a redis-py upgrade, chunkmap.redis._redis_py.connect must change (and
+    If this fails after a redis-py upgrade, chunkmap.redis._adapter.connect must change (and
     TESTED and the pin in pyproject.toml with it).
     """
     (pin,) = [r for r in _redis_extra() if r.name == "redis"]
-    assert str(pin.specifier) == str(Requirement(_redis_py.TESTED).specifier), "TESTED and pyproject.toml disagree"
+    assert str(pin.specifier) == str(Requirement(_adapter.TESTED).specifier), "TESTED and pyproject.toml disagree"
     assert pin.specifier.contains(redis.__version__), (
         f"redis-py {redis.__version__} is outside the tested {pin}: run this test's checks, then widen the pin"
     )
-    pool = _redis_py.connection_pool(redis_url + "/3")
-    conn, sock = _redis_py.connect(pool)
+    pool = _adapter.connection_pool(redis_url + "/3")
+    conn, sock = _adapter.connect(pool)
     assert sock is conn._sock and type(sock) is socket.socket
     sock.sendall(b"CLIENT INFO\r\n")  # handshake done by redis-py: the socket is on db 3
     assert b" db=3 " in sock.recv(4096)
@@ -208,11 +208,11 @@ def test_redis_py_contract(redis_url):
 
 
 def test_error_replies_parse_as_redis_py_does(redis_url):
-    reader = _redis_py.reply_reader(_redis_py.connection_pool(redis_url))
+    reader = _adapter.reply_reader(_adapter.connection_pool(redis_url))
     reader.feed(b"-LOADING Redis is loading the dataset in memory\r\n-NOAUTH Authentication required.\r\n")
     reader.feed(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n+OK\r\n")
     loading, noauth, wrongtype, ok = (reader.gets() for _ in range(4))
     assert isinstance(loading, redis.exceptions.BusyLoadingError) and isinstance(loading, redis.ConnectionError)
     assert isinstance(noauth, redis.AuthenticationError) and isinstance(noauth, redis.ConnectionError)
     assert type(wrongtype) is redis.ResponseError and str(wrongtype).startswith("WRONGTYPE Operation")
-    assert ok == b"OK" and reader.gets() is _redis_py.MORE
+    assert ok == b"OK" and reader.gets() is _adapter.MORE

@@ -10,7 +10,7 @@ That attribute is the one private piece of redis-py chunkmap relies on. It is re
 (:func:`connect`), redis-py is pinned in ``pyproject.toml`` to the major versions tested
 (:data:`TESTED`), a changed attribute fails at the first connection with a
 :class:`~chunkmap.errors.StoreError` naming the versions, and
-``tests/redis/test_client.py::test_redis_py_contract`` fails if redis-py changes it.
+``tests/redis/test_client.py::test_adapter_contract`` fails if redis-py changes it.
 
 Why the socket rather than redis-py's public ``send_packed_command``/``read_response``
 (measured in issue 12 with 80x80 uint16 arrays, redis-py 8.1 + hiredis 3.5, on the project's
