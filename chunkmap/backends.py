@@ -197,7 +197,7 @@ def resolve(scheduler: Any = None, client: Any = None) -> Backend:
                 f"on that cluster, or scheduler= alone"
             )
         return DistributedBackend(client)
-    origin = "scheduler="
+    origin = "passed as scheduler="
     if scheduler is None:
         scheduler, origin = _default()
     if isinstance(scheduler, str):
@@ -212,7 +212,7 @@ def resolve(scheduler: Any = None, client: Any = None) -> Backend:
         return BACKENDS[_function_name(scheduler)]()
     names = ", ".join(repr(name) for name in BACKENDS)
     raise SchedulerError(
-        f"unknown scheduler {scheduler!r} (from {origin}); expected one of {names} (dask's names "
+        f"unknown scheduler {scheduler!r} {origin}; expected one of {names} (dask's names "
         f"such as 'threading' too), a distributed.Client, or a scheduler address such as "
         f"'tcp://127.0.0.1:8786'"
     )
@@ -237,11 +237,11 @@ def _default() -> tuple[Any, str]:
 
     configured = dask.config.get("scheduler", None)
     if configured is not None:
-        return configured, "dask.config 'scheduler'"
+        return configured, "in dask.config 'scheduler'"
     client = _current_client()
     if client is not None:
-        return client, "the active distributed.Client"
-    return "processes", "the default"
+        return client, "(the active distributed.Client)"
+    return "processes", "(the default)"
 
 
 def _current_client() -> Any:

@@ -93,7 +93,7 @@ def test_bad_options(options, message):
 
 @pytest.mark.parametrize("scheduler", ["gpu", "thread", 42, object()])
 def test_unknown_scheduler(scheduler):
-    with pytest.raises(errors.SchedulerError, match="unknown scheduler .*; expected 'sync', 'threads'"):
+    with pytest.raises(errors.SchedulerError, match="unknown scheduler .* passed as scheduler=; expected one of 'sync', 'threads'"):
         chunkmap.run(ok, np.zeros(3), scheduler=scheduler)
 
 
