@@ -32,6 +32,7 @@ import numpy as np
 import chunkmap
 from chunkmap.cli.demo import make_inputs
 from chunkmap.stub import set_cost
+from chunkmap.kernel import Execution
 from chunkmap.local.isolation import evaluate_isolated
 from chunkmap.stub import slowlib
 from chunkmap.local.pool import WorkerPool
@@ -78,14 +79,14 @@ def crash_isolation(length: int) -> dict:
     a = np.linspace(0.0, 1.0, length)
     b = np.full(length, 0.25)
     with WorkerPool(1) as pool:
-        evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool)  # warm
+        evaluate_isolated([a, b], Execution(slowlib.slow_computation, (slowlib.InternalError,)), pool)  # warm
         started = time.perf_counter()
-        evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
+        evaluate_isolated([a, b], Execution(slowlib.slow_computation, (slowlib.InternalError,)), pool)
         clean = time.perf_counter() - started
         a[length * 2 // 3] = slowlib.CRASH_VALUE
         restarts = pool.restarts
         started = time.perf_counter()
-        evaluation = evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
+        evaluation = evaluate_isolated([a, b], Execution(slowlib.slow_computation, (slowlib.InternalError,)), pool)
         poisoned = time.perf_counter() - started
         restarts = pool.restarts - restarts
     crashes = [failure for failure in evaluation.failures if failure[1] == "SIGSEGV"]

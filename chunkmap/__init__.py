@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 from . import errors
 from .errors import ChunkmapError, ElementError
 from .result import Failure, Failures, Result, Stats
+from .workers import Workers, per_worker
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
     from .core import run
 
-__all__ = ["run", "Checkpoint", "Result", "Failures", "Failure", "Stats", "errors", "ChunkmapError", "ElementError"]
+__all__ = ["run", "Checkpoint", "Workers", "per_worker", "shutdown", "Result", "Failures", "Failure", "Stats",
+           "errors", "ChunkmapError", "ElementError"]
 __version__ = "0.1.0"
 
 
@@ -32,3 +34,15 @@ def __getattr__(name: str) -> Any:
 
         return Checkpoint
     raise AttributeError(f"module 'chunkmap' has no attribute {name!r}")
+
+
+def shutdown() -> None:
+    """Stop chunkmap's local worker processes now; the next run that needs them starts fresh ones.
+
+    They stop by themselves when this process exits. A run restarts them on its own when they
+    would be stale: after ``os.environ`` or ``sys.path`` changed, or the user's modules were
+    reloaded or edited.
+    """
+    from .local.pool import shutdown as stop
+
+    stop()

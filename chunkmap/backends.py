@@ -30,13 +30,13 @@ import re
 import sys
 from typing import Any, Callable, ClassVar
 
-from .errors import OptionError, SchedulerError, SchedulerUnreachableError
+from .errors import NotPicklableError, OptionError, SchedulerError, SchedulerUnreachableError
 from .kernel import ChunkOutput, Execution, evaluate
 from .plan import Chunk
 from .source import Source
 from .system import cpu_count
 
-__all__ = ["Backend", "BACKENDS", "ALIASES", "resolve", "prewarm"]
+__all__ = ["Backend", "BACKENDS", "ALIASES", "resolve", "prewarm", "default_count"]
 
 #: "host:port", "tcp://host:port", "tls://...", "inproc://...", "ws://...", ...
 ADDRESS = re.compile(r"^([a-z]+://.+|[\w.\-]+:\d+)$")
@@ -49,16 +49,32 @@ class Backend:
     isolates: ClassVar[bool]
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or cpu_count()
+        self.workers = workers or default_count()
 
-    def accept(self, execution: Execution) -> None:
-        """Raise :class:`~chunkmap.errors.OptionError` for options this backend cannot honour."""
-        if execution.timeout is not None and not self.isolates:
-            raise OptionError(
-                f"timeout= needs calls isolated in worker processes, which scheduler={self.name!r} "
-                f"does not do (a hung call cannot be stopped inside this process); use "
-                f"scheduler='processes' or a distributed cluster"
-            )
+    def prepare(self, execution: Execution) -> None:
+        """Check, before any work, that this backend can run ``execution``; get the calling process ready.
+
+        Raises
+        ------
+        OptionError
+            An option this backend cannot honour (``timeout`` without isolation).
+        NotPicklableError
+            ``func``, ``kwargs`` or the setup cannot be sent to worker processes.
+        SetupError
+            The setup raised in the calling process (``sync``, ``threads``).
+        """
+        if not self.isolates:
+            if execution.timeout is not None:
+                raise OptionError(
+                    f"timeout= needs calls isolated in worker processes, which scheduler={self.name!r} "
+                    f"does not do (a hung call cannot be stopped inside this process); use "
+                    f"scheduler='processes' or a distributed cluster"
+                )
+            if execution.setup is not None:
+                execution.setup.run("the calling process")
+            return
+        for what, value in (("func", execution.func), ("kwargs", execution.kwargs), ("setup", execution.setup)):
+            _check_picklable(what, value, self.name)
 
     def execute(self, source: Source, execution: Execution, chunks: list[Chunk],
                 deliver: Callable[[ChunkOutput], None]) -> None:
@@ -125,8 +141,9 @@ class ProcessesBackend(Backend):
         from .local import evaluate_chunk, shared_pool
 
         if chunks:
-            compute_local(chunks, lambda chunk: evaluate_chunk(chunk, source, execution, shared_pool(self.workers)),
-                          deliver, execution, self.workers)
+            pool = shared_pool(self.workers, execution.setup_key)
+            compute_local(chunks, lambda chunk: evaluate_chunk(chunk, source, execution, pool), deliver, execution,
+                          self.workers)
 
 
 class DistributedBackend(Backend):
@@ -163,8 +180,8 @@ class DistributedBackend(Backend):
             self.client.close()
 
 
-#: the backends by name, each made with no argument
-BACKENDS: dict[str, Callable[[], Backend]] = {
+#: the backends by name, the local ones made with their worker count (None: the default)
+BACKENDS: dict[str, Callable[..., Backend]] = {
     "sync": SyncBackend,
     "threads": ThreadsBackend,
     "processes": ProcessesBackend,
@@ -180,14 +197,29 @@ ALIASES = {
 }
 
 
-def resolve(scheduler: Any = None, client: Any = None) -> Backend:
-    """The backend for the ``scheduler=`` and ``client=`` options of :func:`chunkmap.run`.
+def resolve(scheduler: Any = None, client: Any = None, count: int | None = None) -> Backend:
+    """The backend for the ``scheduler=``, ``client=`` and ``workers=`` options of :func:`chunkmap.run`.
+
+    ``count``: local worker processes or threads (default :func:`default_count`); a cluster's
+    size is its own.
 
     Examples
     --------
-    >>> resolve("threads").name, resolve("multiprocessing").name
-    ('threads', 'processes')
+    >>> resolve("threads").name, resolve("multiprocessing", count=3).workers
+    ('threads', 3)
     """
+    backend = _resolve(scheduler, client, count)
+    if count is not None and isinstance(backend, DistributedBackend):
+        backend.close()
+        raise OptionError(
+            f"workers={count} sets how many local processes or threads call func; on a cluster each "
+            f"dask worker's pool follows its thread count: start the workers with "
+            f"`dask worker --nthreads N`, or leave workers= out (Workers(setup=...) works on clusters)"
+        )
+    return backend
+
+
+def _resolve(scheduler: Any, client: Any, count: int | None) -> Backend:
     if client is not None:
         if not _is_client(client):
             raise SchedulerError(f"client must be a distributed.Client; got {type(client).__name__}")
@@ -203,13 +235,13 @@ def resolve(scheduler: Any = None, client: Any = None) -> Backend:
     if isinstance(scheduler, str):
         name = ALIASES.get(scheduler.lower(), scheduler.lower())
         if name in BACKENDS:
-            return BACKENDS[name]()
+            return BACKENDS[name]() if name == "distributed" else BACKENDS[name](count)
         if ADDRESS.match(scheduler):
             return DistributedBackend(_connect(scheduler), owns=True)
     elif _is_client(scheduler):
         return DistributedBackend(scheduler)
     elif callable(scheduler) and _function_name(scheduler) is not None:
-        return BACKENDS[_function_name(scheduler)]()
+        return BACKENDS[_function_name(scheduler)](count)
     names = ", ".join(repr(name) for name in BACKENDS)
     raise SchedulerError(
         f"unknown scheduler {scheduler!r} {origin}; expected one of {names} (dask's names "
@@ -218,17 +250,46 @@ def resolve(scheduler: Any = None, client: Any = None) -> Backend:
     )
 
 
-def prewarm(scheduler: Any = None, client: Any = None) -> None:
+def prewarm(scheduler: Any = None, client: Any = None, count: int | None = None) -> None:
     """Start the local worker processes now when the run will use them, before dask is imported.
 
     Only when that is known without importing dask: ``scheduler="processes"``, or no choice at
     all in a process that has not imported dask (so no setting or Client can say otherwise).
     """
-    default = scheduler is None and "dask" not in sys.modules and "DASK_SCHEDULER" not in os.environ
-    if client is None and (default or scheduler in ("processes", "multiprocessing")):
+    untouched = "dask" not in sys.modules and not any(name.startswith("DASK_") for name in os.environ)
+    if client is None and ((scheduler is None and untouched) or scheduler in ("processes", "multiprocessing")):
         from .local import shared_pool
 
-        shared_pool(cpu_count())
+        shared_pool(count or default_count())
+
+
+def default_count() -> int:
+    """Local workers when ``workers=`` does not say: dask's ``num_workers`` setting, else the usable CPUs."""
+    if "dask" in sys.modules or any(name.startswith("DASK_") for name in os.environ):
+        import dask.config
+
+        configured = dask.config.get("num_workers", None)
+        if configured:
+            return int(configured)
+    return cpu_count()
+
+
+def _check_picklable(what: str, value: Any, scheduler: str) -> None:
+    """Raise :class:`NotPicklableError` if ``value`` cannot be sent to worker processes."""
+    if value is None:
+        return
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(value)
+    except Exception as exc:
+        raise NotPicklableError(
+            f"{what} {value!r:.100} cannot be pickled ({type(exc).__name__}: {exc}), and "
+            f"scheduler={scheduler!r} sends it to worker processes. Build what cannot be pickled in "
+            f"each worker with chunkmap.per_worker(factory, ...) (e.g. per_worker(lambda: "
+            f"Model(2.0).predict) for a SWIG object), use a module-level function, or run on "
+            f"scheduler='threads', which calls it in this process"
+        ) from None
 
 
 def _default() -> tuple[Any, str]:

@@ -24,6 +24,7 @@ from .outputs import Delivery, Outputs
 from .plan import Plan, make_plan
 from .progress import Progress, make_progress
 from .result import Result, Stats
+from .workers import Workers
 
 __all__ = ["run"]
 
@@ -40,6 +41,7 @@ def run(
     timeout: float | None = None,
     progress: bool | Callable[[int, int, int], None] | None = None,
     checkpoint: Any = None,
+    workers: int | Workers | None = None,
 ) -> Result:
     """Call ``func`` on every unmasked element of ``arrays``, in parallel on dask.
 
@@ -105,6 +107,13 @@ def run(
         not prove they belong to this run are computed again (``result.stats.rejected``). The
         same call running elsewhere at the moment raises
         :class:`~chunkmap.errors.CheckpointBusyError`.
+    workers : int or chunkmap.Workers, optional
+        How many local worker processes (or threads) call ``func``: an int, or
+        ``chunkmap.Workers(count=, setup=, max_calls=)`` to also run a setup once in every
+        process that calls ``func`` (each worker, each replacement, each dask worker's workers, the
+        calling process on ``sync`` and ``threads``) and to recycle workers after ``max_calls``
+        calls. Default: dask's ``num_workers`` setting, else one per usable CPU. For objects that
+        cannot be pickled (SWIG handles), pass ``func=chunkmap.per_worker(factory, ...)``.
     timeout : float, optional
         Seconds one call may take. A call that runs longer is recorded in ``result.failures``
         with kind ``"timeout"``, its worker process is replaced and the run goes on. Needs a
@@ -151,13 +160,14 @@ def run(
     ([0, 1], [0, 1], [0.1, 0.1])
     """
     started = time.perf_counter()
+    spec = Workers.of(workers)
     execution = Execution(options.function(func), options.skip_classes(skip), options.call_kwargs(kwargs),
-                          options.call_timeout(timeout))
+                          options.call_timeout(timeout), spec.setup, spec.max_calls)
     chunks = options.chunk_option(chunks)
     location = Checkpoint.of(checkpoint) if checkpoint is not None else None
-    backends.prewarm(scheduler, client)  # the workers start while dask is imported and the inputs planned
-    with backends.resolve(scheduler, client) as backend:
-        backend.accept(execution)
+    backends.prewarm(scheduler, client, spec.count)  # the workers start while dask is imported and the inputs planned
+    with backends.resolve(scheduler, client, spec.count) as backend:
+        backend.prepare(execution)
         plan = make_plan(arrays, mask=mask)
         saved = location.open_run(plan, execution, chunks) if location is not None else None
         reporter = None

@@ -14,7 +14,11 @@ class also derives from the builtin exception a caller would naturally catch, so
     ├── SchedulerError(ValueError)             an unknown or contradictory scheduler choice
     │   └── SchedulerUnreachableError(ConnectionError)   nothing answers at the address
     ├── ElementError(RuntimeError)             func raised an exception not listed in skip=
+    │   └── UnpicklableResultError             func returned a value a worker cannot send back
     ├── WorkerStartError(RuntimeError)         worker processes die before evaluating anything
+    ├── WorkerImportError(ImportError)         dask workers cannot import a module the run needs
+    ├── SetupError(RuntimeError)               a Workers setup or a per_worker factory raised
+    ├── NotPicklableError(TypeError)           func or setup cannot be sent to worker processes
     ├── MissingFileError(FileNotFoundError)    a file chunkmap was asked to read does not exist
     ├── FormatError(ValueError)                bytes that are not what they claim to be
     │   ├── NpyFormatError                     not a readable .npy file (truncated, object dtype, ...)
@@ -53,7 +57,11 @@ __all__ = [
     "SchedulerError",
     "SchedulerUnreachableError",
     "ElementError",
+    "UnpicklableResultError",
     "WorkerStartError",
+    "WorkerImportError",
+    "SetupError",
+    "NotPicklableError",
     "MissingFileError",
     "FormatError",
     "NpyFormatError",
@@ -150,8 +158,53 @@ class ElementError(ChunkmapError, RuntimeError):
         )
 
 
+class UnpicklableResultError(ElementError):
+    """``func`` returned a value that cannot be pickled back from a worker process.
+
+    ``exception_type`` is the returned value's type, ``exception_message`` the pickling error.
+    """
+
+    def __init__(
+        self, coords: tuple[int, ...], inputs: tuple[Any, ...], exception_type: str, exception_message: str
+    ) -> None:
+        super().__init__(coords, inputs, exception_type, exception_message)
+        self.args = (
+            f"func returned a {exception_type} at element {self.coords} called with inputs "
+            f"{self.inputs}, which cannot be sent back from the worker process ({exception_message}); "
+            f"return plain values (numbers, strings, tuples of them: convert inside func), or run "
+            f"on scheduler='threads', which keeps the values in this process",
+        )
+
+
 class WorkerStartError(ChunkmapError, RuntimeError):
     """Worker processes die before evaluating any element (their error output says why)."""
+
+
+class WorkerImportError(ChunkmapError, ImportError):
+    """dask workers cannot import a module the run needs, and chunkmap cannot ship it (see :mod:`chunkmap.shipping`).
+
+    ``name`` (as on ``ImportError``) is the module's name.
+    """
+
+
+class SetupError(ChunkmapError, RuntimeError):
+    """A :class:`~chunkmap.Workers` setup or a :func:`~chunkmap.per_worker` factory raised; the run stopped.
+
+    Its message names the process and carries the original traceback as text (it crosses
+    process boundaries).
+    """
+
+    @classmethod
+    def of(cls, what: str, where: str, exc: BaseException) -> SetupError:
+        import traceback
+
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        return cls(f"{what} raised {type(exc).__name__}: {exc} in {where}; it must succeed in every "
+                   f"process that calls func. Its traceback:\n{trace}")
+
+
+class NotPicklableError(ChunkmapError, TypeError):
+    """``func``, ``kwargs`` or a setup cannot be pickled for a scheduler that sends them to worker processes."""
 
 
 class MissingFileError(ChunkmapError, FileNotFoundError):

@@ -18,10 +18,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ElementError
+from .errors import ElementError, UnpicklableResultError
 from .failures import FailureRecords
 from .loop import run_to_end
 from .source import Source
+from .workers import PerWorker, Setup
 
 __all__ = [
     "COMPUTED",
@@ -51,7 +52,7 @@ KINDS = {EXCEPTION: "exception", CRASH: "crash", TIMEOUT: "timeout"}
 
 @dataclass
 class Execution:
-    """What a run executes: the function and how each element's call is guarded.
+    """What a run executes: the function, how each element's call is guarded, what workers do besides.
 
     ``progress`` (elements newly done) and ``cancelled`` (set on Ctrl-C or an error: busy
     workers stop at once) belong to the calling process and are not pickled with the rest.
@@ -61,11 +62,18 @@ class Execution:
     skip: tuple[type[BaseException], ...] = ()
     kwargs: Mapping[str, Any] | None = None
     timeout: float | None = None
+    setup: Setup | None = None
+    max_calls: int | None = None
     progress: Callable[[int], None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def __reduce__(self):
-        return (Execution, (self.func, self.skip, self.kwargs, self.timeout))
+        return (Execution, (self.func, self.skip, self.kwargs, self.timeout, self.setup, self.max_calls))
+
+    @property
+    def setup_key(self) -> str | None:
+        """What tells this run's setup apart (None: no setup); worker pools are kept per setup."""
+        return self.setup.key if self.setup is not None else None
 
 
 @dataclass
@@ -111,16 +119,18 @@ class ElementFailure(Exception):
     The caller, which knows the element's flat index, turns it into an :class:`ElementError`.
     """
 
-    def __init__(self, position: int, inputs: tuple, exception_type: str, message: str) -> None:
-        super().__init__(position, inputs, exception_type, message)
+    def __init__(self, position: int, inputs: tuple, exception_type: str, message: str, returned: bool = False) -> None:
+        super().__init__(position, inputs, exception_type, message, returned)
         self.position = position
         self.inputs = inputs
         self.exception_type = exception_type
         self.message = message
+        self.returned = returned  #: func returned a value of type ``exception_type`` that cannot be pickled
 
     def to_element_error(self, flat_index: int, shape: tuple[int, ...]) -> ElementError:
         coords = tuple(int(c) for c in np.unravel_index(flat_index, shape)) if shape else ()
-        return ElementError(coords, self.inputs, self.exception_type, self.message)
+        error = UnpicklableResultError if self.returned else ElementError
+        return error(coords, self.inputs, self.exception_type, self.message)
 
 
 def evaluate_columns(
@@ -145,6 +155,8 @@ def evaluate_columns(
     ------
     ElementFailure
         ``func`` raised an exception not listed in ``skip``; the original is its ``__cause__``.
+    SetupError
+        ``func`` is a :class:`~chunkmap.workers.PerWorker` whose factory raised.
 
     Examples
     --------
@@ -153,6 +165,8 @@ def evaluate_columns(
     >>> result.values.tolist(), result.status.tolist(), list(result.failures)
     ([2.0, 0.5], [0, 1, 0], [(1, 'ZeroDivisionError', 'float division by zero')])
     """
+    if isinstance(func, PerWorker):
+        func = func.build()
     call = functools.partial(func, **kwargs) if kwargs else func
     columns = tuple(_loopable(column) for column in columns)
     skip = skip if isinstance(skip, tuple) else (skip,)

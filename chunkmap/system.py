@@ -1,4 +1,4 @@
-"""What chunkmap asks of the operating system: CPUs to use, heap trimming, dying with the parent, a free port.
+"""What chunkmap asks of the system: CPUs to use, heap trimming, dying with the parent, a free port, installed files.
 
 Standard library only (every layer may import it, worker processes too). Linux gives each its
 best answer; elsewhere each degrades to a safe default.
@@ -12,9 +12,10 @@ import math
 import os
 import signal
 import socket
+import sysconfig
 from typing import Callable
 
-__all__ = ["cpu_count", "release_free_memory", "die_with_parent", "free_port"]
+__all__ = ["cpu_count", "release_free_memory", "die_with_parent", "free_port", "is_installed_file"]
 
 
 @functools.cache
@@ -71,3 +72,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths}
+    return tuple(os.path.realpath(root) + os.sep for root in roots)
+
+
+def is_installed_file(path: str | None) -> bool:
+    """Whether ``path`` belongs to the standard library or an installed package (not the user's code)."""
+    return path is not None and os.path.isabs(path) and os.path.realpath(path).startswith(_installed_roots())

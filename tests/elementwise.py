@@ -57,7 +57,7 @@ def exit_in_worker(code):
     import sys
 
     spec = getattr(sys.modules["__main__"], "__spec__", None)
-    if getattr(spec, "name", "") == "chunkmap.local.child":
+    if getattr(spec, "name", "") in ("chunkmap.local.child", "chunkmap.local.template"):  # spawned or forked
         os._exit(code)
     return abs
 
@@ -73,9 +73,17 @@ class ExitsInWorker:
 
 
 def parent_pid(x):
-    """The process id of the parent of the process the call runs in (a worker's is its pool's owner)."""
-    import os
+    """The process id of the parent of the process the call runs in (a worker's is its pool's owner).
 
+    A worker forked from its pool's template (the worker's parent) gives the template's parent.
+    """
+    import os
+    import sys
+
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if getattr(spec, "name", "") == "chunkmap.local.template":
+        with open(f"/proc/{os.getppid()}/stat") as fh:
+            return int(fh.read().rpartition(")")[2].split()[1])
     return os.getppid()
 
 
@@ -84,3 +92,72 @@ def thread_id(x):
     import threading
 
     return threading.get_ident()
+
+
+def stub_cost(x):
+    """The stub's per-call cost in the process the call runs in (what a setup may have set)."""
+    from chunkmap.stub import slowlib
+
+    return slowlib.get_cost_ns()
+
+
+def pid_and_cost(x):
+    """``pid * 1000 + cost``: which process ran the call, and what its setup set."""
+    import os
+
+    from chunkmap.stub import slowlib
+
+    return os.getpid() * 1000 + slowlib.get_cost_ns()
+
+
+def cost_or_crash(x):
+    """Segfault (the stub's crash value) where ``x < 0``; elsewhere the stub's cost here."""
+    from chunkmap.stub import slowlib
+
+    if x < 0:
+        slowlib.slow_computation(slowlib.CRASH_VALUE, 0.0)
+    return slowlib.get_cost_ns()
+
+
+def raises_setup_error(*args):
+    """A setup that fails."""
+    raise RuntimeError("licence server unreachable")
+
+
+def interrupts(x):
+    """Raise KeyboardInterrupt on the element 3, as a user's function may."""
+    if x == 3:
+        raise KeyboardInterrupt
+    return x
+
+
+def exits(x):
+    """Call sys.exit(4) on the element 3."""
+    import sys
+
+    if x == 3:
+        sys.exit(4)
+    return x
+
+
+def returns_a_swig_object(x):
+    """A value that cannot be pickled (a SWIG object) where ``x == 2``; elsewhere ``x``."""
+    from chunkmap.stub import slowlib
+
+    return slowlib.Model(x) if x == 2 else x
+
+
+def model_predict(scale):
+    """The bound method of a SWIG object: cannot be pickled itself (a per_worker factory)."""
+    from chunkmap.stub import slowlib
+
+    return slowlib.Model(scale).predict
+
+
+def pid_after_a_while(x):
+    """The process id, after 10 ms (calls overlap on every worker)."""
+    import os
+    import time
+
+    time.sleep(0.01)
+    return os.getpid()

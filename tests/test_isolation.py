@@ -15,6 +15,7 @@ import chunkmap
 from chunkmap.stub import set_cost
 from chunkmap.errors import OptionError
 from chunkmap.errors import WorkerStartError
+from chunkmap.kernel import Execution
 from chunkmap.local.isolation import evaluate_isolated
 from chunkmap.stub import slowlib
 from chunkmap.local.pool import WorkerPool
@@ -99,8 +100,8 @@ def test_one_poisoned_element_in_a_chunk_of_10000_needs_two_restarts():
     b = np.full_like(a, 0.25)
     runs = []
     with WorkerPool(1) as pool:
-        evaluation = evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool,
-                                       progress=runs.append)
+        execution = Execution(slowlib.slow_computation, (slowlib.InternalError,), progress=runs.append)
+        evaluation = evaluate_isolated([a, b], execution, pool)
         assert pool.restarts == 2  # the chunk's worker, then the culprit's confirmation run
     crashes = [f for f in evaluation.failures if f[1] == "SIGSEGV"]
     assert crashes == [(6_543, "SIGSEGV", crashes[0][2])]
@@ -120,7 +121,7 @@ def test_cancel_stops_busy_workers_at_once():
     started = time.monotonic()
     with WorkerPool(1) as pool:
         with pytest.raises(chunkmap.local.pool.Cancelled):
-            evaluate_isolated([a, a], slowlib.slow_computation, (), None, pool, cancelled=cancelled)
+            evaluate_isolated([a, a], Execution(slowlib.slow_computation, cancelled=cancelled), pool)
     assert time.monotonic() - started < 10
 
 
@@ -164,8 +165,9 @@ def test_an_exception_in_the_progress_hook_leaves_the_pool_usable(monkeypatch):
 
     with WorkerPool(1) as pool:
         with pytest.raises(KeyboardInterrupt):
-            evaluate_isolated([a, a], slowlib.slow_computation, (slowlib.InternalError,), None, pool, progress=interrupt)
-        evaluation = evaluate_isolated([a, a / 2], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
+            execution = Execution(slowlib.slow_computation, (slowlib.InternalError,), progress=interrupt)
+            evaluate_isolated([a, a], execution, pool)
+        evaluation = evaluate_isolated([a, a / 2], Execution(slowlib.slow_computation, (slowlib.InternalError,)), pool)
     expected = []
     for x in a.tolist():
         try:
@@ -188,7 +190,7 @@ def test_requests_carry_names_and_offsets_not_the_data(monkeypatch):
     a = np.random.default_rng(0).random(1_000_000)
     b = np.random.default_rng(1).random(1_000_000)
     with WorkerPool(1) as pool:
-        evaluation = evaluate_isolated([a, b], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
+        evaluation = evaluate_isolated([a, b], Execution(slowlib.slow_computation, (slowlib.InternalError,)), pool)
     assert len(evaluation.status) == 1_000_000
     assert sizes and max(sizes) < 4_000
 
@@ -208,7 +210,7 @@ def test_workers_outlive_the_thread_that_needed_them():
     with pools[0] as pool:
         assert pool.alive()
         a = np.linspace(0, 1, 100)
-        evaluate_isolated([a, a], slowlib.slow_computation, (slowlib.InternalError,), None, pool)
+        evaluate_isolated([a, a], Execution(slowlib.slow_computation, (slowlib.InternalError,)), pool)
         assert pool.restarts == 0
 
 

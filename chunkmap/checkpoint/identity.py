@@ -40,7 +40,6 @@ import os
 import pickle
 import struct
 import sys
-import sysconfig
 import types
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -49,6 +48,7 @@ import numpy as np
 
 from ..errors import IdentityError
 from ..npy import NpyReader
+from ..system import is_installed_file
 
 __all__ = ["Identity", "run_identity", "function_digest", "PARTS"]
 
@@ -175,22 +175,11 @@ def _hash_array(digest: _Digest, array: np.ndarray) -> None:
         digest.add("data", memoryview(np.ascontiguousarray(flat[start : start + step]).view(np.uint8)))
 
 
-@functools.lru_cache(maxsize=None)
-def _installed_roots() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    roots = {paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths}
-    return tuple(os.path.realpath(root) + os.sep for root in roots)
-
-
 def _module_file(module: types.ModuleType | str | None) -> str | None:
     if not isinstance(module, types.ModuleType):
         module = sys.modules.get(module or "")
     path = getattr(module, "__file__", None)
     return os.path.realpath(path) if isinstance(path, str) else None
-
-
-def _is_installed_file(path: str | None) -> bool:
-    return path is not None and os.path.isabs(path) and os.path.realpath(path).startswith(_installed_roots())
 
 
 def _is_installed(module_name: str | None) -> bool:
@@ -200,7 +189,7 @@ def _is_installed(module_name: str | None) -> bool:
     """
     if module_name in sys.builtin_module_names:
         return True
-    return module_name != "__main__" and _is_installed_file(_module_file(module_name))
+    return module_name != "__main__" and is_installed_file(_module_file(module_name))
 
 
 def _package_version(module_name: str) -> str:
@@ -286,13 +275,16 @@ class _Fingerprint:
             self._builtin(obj, where)
         elif isinstance(obj, types.CodeType):
             self._code(obj, where)
+        elif hasattr(type(obj), "__chunkmap_identity__"):  # e.g. per_worker: its factory and arguments
+            add("declared", type(obj).__qualname__.encode())
+            self.value(obj.__chunkmap_identity__(), where)
         else:
             self._instance(obj, where)
 
     def _function(self, func: types.FunctionType, where: str) -> None:
         add = self.digest.add
         module = func.__module__ or "?"
-        if _is_installed_file(func.__code__.co_filename):  # a library's function: its name and version
+        if is_installed_file(func.__code__.co_filename):  # a library's function: its name and version
             add("library function", f"{module}:{func.__qualname__}@{_package_version(module)}".encode())
             return
         add("function")

@@ -20,8 +20,10 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from ..kernel import ElementFailure, evaluate_columns
+from ..errors import SetupError
+from ..kernel import COMPUTED, ElementFailure, Evaluation, evaluate_columns
 from ..system import die_with_parent, release_free_memory
+from ..workers import mark_worker_process, prepare
 
 HEARTBEAT_BYTES = 8
 #: elements of a chunk after which the worker returns its freed heap to the system (~0.4 ms,
@@ -30,32 +32,68 @@ TRIM_AFTER = 1 << 18
 
 
 def serve(requests: Connection, responses: Connection, heartbeat: np.ndarray) -> None:
-    """Answer requests until the parent closes the pipe or asks to stop."""
+    """Answer requests until the parent closes the pipe.
+
+    Each request is ``(func, skip, kwargs, setup, inputs)``; each response one of
+    ``("done", evaluation)``, ``("raised", failure, cause)`` (``func`` raised outside ``skip``, or
+    returned a value that cannot be pickled), ``("setup", error)`` (the setup or a per-worker
+    factory raised) and ``("interrupt", exception)`` (``func`` raised KeyboardInterrupt or
+    SystemExit, which the parent raises in turn, as ``sync`` would).
+    """
+    mark_worker_process()
     while True:
         try:
             message = requests.recv_bytes()
         except EOFError:
             return
-        func, skip, kwargs, shared = pickle.loads(message)
+        func, skip, kwargs, setup, shared = pickle.loads(message)
         columns = shared.columns()
         length = len(columns[0]) if columns else 0
         try:
-            response = ("done", evaluate_columns(func, columns, skip, kwargs, heartbeat))
+            response = ("done", evaluate_columns(prepare(func, setup), columns, skip, kwargs, heartbeat))
         except ElementFailure as failure:
             response = ("raised", failure, _picklable(failure.__cause__))
-        responses.send_bytes(_dumps(response))
+        except SetupError as error:
+            response = ("setup", error)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            response = ("interrupt", _picklable(exc) or type(exc)())
+        responses.send_bytes(_dumps(response, columns))
         del response, columns
         if length >= TRIM_AFTER:
             release_free_memory()  # a large chunk's arrays: keep the footprint to one chunk
 
 
-def _dumps(obj: object) -> bytes:
+def _dumps(response: tuple, columns: list[np.ndarray]) -> bytes:
+    """The response's bytes; values that pickle cannot carry go through cloudpickle.
+
+    A value that neither can carry (a SWIG object, a lock, a generator) becomes a ``"raised"``
+    response for the first such element, so that the run stops with an error naming it.
+    """
     try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # values that pickle cannot carry (object results): cloudpickle can
+        return pickle.dumps(response, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
         import cloudpickle
 
-        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            return cloudpickle.dumps(response, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return pickle.dumps(_unpicklable_value(response[1], columns), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpicklable_value(evaluation: Evaluation, columns: list[np.ndarray]) -> tuple:
+    """The ``"raised"`` response for the first computed value of ``evaluation`` that cannot be pickled."""
+    import cloudpickle
+
+    computed = np.flatnonzero(evaluation.status == COMPUTED)
+    for number, value in enumerate(evaluation.values):
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            position = int(computed[number])
+            inputs = tuple(column[position].item() for column in columns)
+            return ("raised", ElementFailure(position, inputs, type(value).__qualname__, f"{type(exc).__name__}: {exc}",
+                                             returned=True), None)
+    raise AssertionError("the evaluation did not pickle, yet each of its values does")  # pragma: no cover
 
 
 def _picklable(exc: BaseException | None) -> BaseException | None:

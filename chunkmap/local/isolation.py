@@ -13,9 +13,8 @@ recorded as ``"timeout"`` at once (re-running it would hang again) and the rest 
 from __future__ import annotations
 
 import pickle
-import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import cloudpickle
 import numpy as np
@@ -44,40 +43,38 @@ def evaluate_chunk(chunk: Chunk, source: ArraySource, execution: Execution, pool
     started = time.perf_counter()
     flat_index, inputs = chunk_inputs(source, chunk.start, chunk.stop)
     try:
-        evaluation = evaluate_isolated(inputs, execution.func, execution.skip, execution.kwargs, pool,
-                                       execution.timeout, execution.cancelled, execution.progress)
+        evaluation = evaluate_isolated(inputs, execution, pool)
     except ElementFailure as failure:
         raise failure.to_element_error(int(flat_index[failure.position]), source.shape) from failure.__cause__
     return ChunkOutput(chunk.index, flat_index, evaluation, time.perf_counter() - started)
 
 
-def evaluate_isolated(
-    inputs: ChunkInputs,
-    func: Callable[..., Any],
-    skip: tuple[type[BaseException], ...],
-    kwargs: Mapping[str, Any] | None,
-    pool: WorkerPool,
-    timeout: float | None = None,
-    cancelled: threading.Event | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> Evaluation:
-    """Evaluate ``columns`` on ``pool``'s workers, isolating crashes and hangs element by element.
+def evaluate_isolated(inputs: ChunkInputs, execution: Execution, pool: WorkerPool) -> Evaluation:
+    """Evaluate ``inputs`` as ``execution`` says on ``pool``'s workers, isolating crashes and hangs element by element.
 
     ``inputs`` are the chunk's unmasked elements: columns, or a
-    :class:`~chunkmap.local.transport.SourceSlice` that the workers read themselves. ``progress(n)`` is called with the number of elements
-    newly finished, never counting an element twice when a range is re-run.
+    :class:`~chunkmap.local.transport.SourceSlice` that the workers read themselves.
+    ``execution.progress(n)`` is called with the number of elements newly finished, never
+    counting an element twice when a range is re-run. With ``execution.max_calls``, a worker is
+    replaced once it has made that many calls (a request never takes it past them).
 
     Raises
     ------
     ElementFailure
-        ``func`` raised an exception ``skip`` does not list.
+        ``func`` raised an exception ``skip`` does not list, or returned a value that cannot be
+        pickled.
+    SetupError
+        The setup or a per-worker factory raised in a worker.
     WorkerStartError
         A worker died twice before its first element (e.g. ``func`` cannot be unpickled).
+    KeyboardInterrupt, SystemExit
+        ``func`` raised it in a worker.
     """
     length = inputs_length(inputs)
     parts: list[tuple[int, Evaluation]] = []
     todo = [(0, length)] if length else []
     reported = 0
+    progress = execution.progress
 
     def advance(to: int) -> None:
         nonlocal reported
@@ -90,9 +87,17 @@ def evaluate_isolated(
     while todo:
         start, stop = todo.pop(0)
         worker = pool.acquire()
+        if execution.max_calls is not None and stop - start > execution.max_calls - worker.calls:
+            todo.insert(0, (start + execution.max_calls - worker.calls, stop))
+            stop = start + execution.max_calls - worker.calls
         try:
-            payload = cloudpickle.dumps((func, skip, kwargs, request(inputs, start, stop, pool.buffers[worker.slot])))
-            response = worker.evaluate(payload, timeout, cancelled, lambda position: advance(start + position))
+            payload = cloudpickle.dumps((execution.func, execution.skip, execution.kwargs, execution.setup,
+                                         request(inputs, start, stop, pool.buffers[worker.slot])))
+            response = worker.evaluate(payload, execution.timeout, execution.cancelled,
+                                       lambda position: advance(start + position))
+            worker.calls += stop - start
+            if execution.max_calls is not None and worker.calls >= execution.max_calls:
+                worker = pool.replace(worker, gently=True)
         except WorkerDied as death:
             worker = pool.replace(worker)
             if death.position < 0:
@@ -128,14 +133,22 @@ def evaluate_isolated(
         finally:
             pool.release(worker)
         kind, *rest = pickle.loads(response)
-        if kind == "raised":
-            element_failure, cause = rest
-            shifted = ElementFailure(start + element_failure.position, element_failure.inputs,
-                                     element_failure.exception_type, element_failure.message)
-            raise shifted from cause
-        parts.append((start, rest[0]))
-        advance(stop)
+        if kind == "done":
+            parts.append((start, rest[0]))
+            advance(stop)
+        else:
+            _raise(kind, rest, start)
     return Evaluation.join(parts, length)
+
+
+def _raise(kind: str, rest: list[Any], start: int) -> None:
+    """Raise what a worker's response reports instead of an evaluation (positions shifted by ``start``)."""
+    if kind == "raised":
+        element_failure, cause = rest
+        shifted = ElementFailure(start + element_failure.position, element_failure.inputs,
+                                 element_failure.exception_type, element_failure.message, element_failure.returned)
+        raise shifted from cause
+    raise rest[0]  # "setup": the SetupError; "interrupt": KeyboardInterrupt or SystemExit, as on sync
 
 
 def failure(status: int, name: str, message: str) -> Evaluation:

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .freshness import CodeState
 from .transport import InputBuffer
 
 __all__ = ["WorkerDied", "WorkerHung", "Cancelled", "WorkerPool", "shared_pool", "shutdown"]
@@ -121,6 +122,7 @@ class WorkerProcess:
 
     def __init__(self, slot: int, heartbeats: Heartbeats) -> None:
         self.slot = slot
+        self.calls = 0  #: elements this process was sent and answered (for ``max_calls``)
         self.heartbeats = heartbeats
         request_read, request_write = os.pipe()
         response_read, response_write = os.pipe()
@@ -260,10 +262,13 @@ class WorkerPool:
         """Give a worker back after use."""
         self._idle.put(worker)
 
-    def replace(self, worker: WorkerProcess) -> WorkerProcess:
-        """Kill ``worker`` if it still runs and start a fresh one in its slot (none once closed)."""
-        worker.kill()
-        worker.responses.close()
+    def replace(self, worker: WorkerProcess, gently: bool = False) -> WorkerProcess:
+        """Kill ``worker`` (or, ``gently``, ask it to stop) and start a fresh one in its slot (none once closed)."""
+        if gently:
+            worker.close()
+        else:
+            worker.kill()
+            worker.responses.close()
         with self._lock:  # atomic with close(): a closed pool starts nothing that nobody would stop
             if self._closed:
                 return worker
@@ -292,26 +297,29 @@ class WorkerPool:
         self.close()
 
 
-_shared: dict[str, Any] = {"pool": None, "key": None}
+_shared: dict[str, Any] = {"pool": None, "key": None, "code": None}
 _shared_lock = threading.Lock()
 
 
-def shared_pool(size: int) -> WorkerPool:
+def shared_pool(size: int, setup: str | None = None) -> WorkerPool:
     """The process-wide pool of ``size`` workers, started on first use and reused across runs.
 
     Workers inherit the environment of the moment they start: when ``os.environ`` or
     ``sys.path`` has changed since (for example a library's cost setting read from the
-    environment), the pool is restarted so that the workers see it.
+    environment), the pool is restarted so that the workers see it; so it is when the user's
+    code was reloaded or edited since (:mod:`chunkmap.local.freshness`). ``setup`` is the key of
+    the run's :class:`~chunkmap.workers.Setup`: a run with another setup (or none, after one) gets
+    fresh workers, so that no state from an earlier setup leaks into its calls.
     """
-    key = (size, tuple(sorted(os.environ.items())), tuple(sys.path))
+    key = (size, setup, tuple(sorted(os.environ.items())), tuple(sys.path))
     with _shared_lock:
         pool = _shared["pool"]
-        if pool is not None and _shared["key"] != key:
+        if pool is not None and (_shared["key"] != key or _shared["code"].changed()):
             pool.close()
             pool = None
         if pool is None:
             pool = WorkerPool(size)
-            _shared.update(pool=pool, key=key)
+            _shared.update(pool=pool, key=key, code=CodeState.now())
         return pool
 
 

@@ -1,0 +1,248 @@
+"""What every process that calls ``func`` gets: a count, a setup, per-worker objects, recycling.
+
+Standard library only. ``run(..., workers=...)`` takes an int (how many local worker processes
+or threads) or a :class:`Workers`. A :class:`Setup` runs once in every process that will call
+``func``, before its first call: in each worker process (again in every replacement), and in the
+calling process at the start of each ``sync`` or ``threads`` run; a run with another setup (or
+none) gets fresh worker processes, so no state of an earlier setup leaks into its calls.
+:func:`per_worker` builds the
+function itself in each process, for objects that cannot be pickled (SWIG handles, bound methods
+of SWIG objects, open files). Failures of either raise :class:`~chunkmap.errors.SetupError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from numbers import Integral
+from typing import Any, Callable
+
+from .errors import OptionError, SetupError
+
+__all__ = ["Workers", "Setup", "PerWorker", "per_worker", "prepare", "this_process", "mark_worker_process"]
+
+#: per-worker functions kept built in one process (the most recently used ones)
+BUILT_KEPT = 8
+
+
+@dataclass(frozen=True)
+class Setup:
+    """``func(*args, **kwargs)``, run once per process; ``key`` tells equal setups apart from others."""
+
+    func: Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    key: str = ""
+
+    @classmethod
+    def of(cls, setup: Any) -> Setup | None:
+        """The ``setup=`` option: a callable, ``(callable, args)`` or ``(callable, args, kwargs)``."""
+        if setup is None or isinstance(setup, Setup):
+            return setup
+        parts = setup if isinstance(setup, tuple) else (setup,)
+        if not (1 <= len(parts) <= 3 and callable(parts[0]) and (len(parts) < 2 or isinstance(parts[1], tuple))
+                and (len(parts) < 3 or isinstance(parts[2], dict))):
+            raise OptionError(
+                f"setup must be a callable, (callable, args) or (callable, args, kwargs) with args a "
+                f"tuple and kwargs a dict, e.g. setup=(init_library, (date,)); got {setup!r:.100}"
+            )
+        func, args, kwargs = parts + ((), {})[len(parts) - 1:]
+        return cls(func, args, kwargs, _content_key((func, args, kwargs)))
+
+    @property
+    def name(self) -> str:
+        return _name(self.func)
+
+    def run(self, where: str) -> None:
+        """Call the setup here. Raises :class:`SetupError` naming ``where``."""
+        try:
+            self.func(*self.args, **self.kwargs)
+        except Exception as exc:
+            raise SetupError.of(f"setup {self.name}", where, exc) from exc
+
+
+#: the keys of the setups run in this process
+_done: set[str] = set()
+_lock = threading.Lock()
+
+
+def prepare(func: Callable[..., Any], setup: Setup | None) -> Callable[..., Any]:
+    """In a worker process, before its calls: run ``setup`` if this process has not, build a per-worker ``func``.
+
+    Returns the callable to call on every element.
+
+    Raises
+    ------
+    SetupError
+        The setup or the per-worker factory raised.
+    """
+    if setup is not None and setup.key not in _done:
+        with _lock:
+            if setup.key not in _done:
+                setup.run(this_process())
+                _done.add(setup.key)
+    return func.build() if isinstance(func, PerWorker) else func
+
+
+_process = {"name": "the calling process"}
+
+
+def this_process() -> str:
+    """What error messages call this process: 'the calling process', or 'worker process 1234 on host'."""
+    return _process["name"]
+
+
+def mark_worker_process() -> None:
+    """Called by a worker process when it starts (after a fork too: its pid is new)."""
+    _process["name"] = f"worker process {os.getpid()} on {socket.gethostname()}"
+
+
+class PerWorker:
+    """A stand-in for ``func``: ``factory(*args, **kwargs)`` builds the real function once per process.
+
+    Made by :func:`per_worker`. It pickles as its factory and arguments, so it reaches worker
+    processes when the function it builds could not. Calling it calls the built function (built
+    here on first use).
+    """
+
+    def __init__(self, factory: Callable[..., Callable[..., Any]], args: tuple, kwargs: dict,
+                 key: str | None = None) -> None:
+        self.factory = factory
+        self.args = args
+        self.kwargs = kwargs
+        self.key = key or uuid.uuid4().hex
+
+    def build(self) -> Callable[..., Any]:
+        """The function for this process, built on first use (thread-safe).
+
+        Raises
+        ------
+        SetupError
+            The factory raised, or returned something that is not callable.
+        """
+        with _lock:
+            built = _built.get(self.key)
+            if built is None:
+                built = self._make()
+                _built[self.key] = built
+                while len(_built) > BUILT_KEPT:
+                    _built.popitem(last=False)
+            _built.move_to_end(self.key)
+        return built
+
+    def _make(self) -> Callable[..., Any]:
+        where = this_process()
+        try:
+            built = self.factory(*self.args, **self.kwargs)
+        except Exception as exc:
+            raise SetupError.of(f"the per_worker factory {_name(self.factory)}", where, exc) from exc
+        if not callable(built):
+            raise SetupError(
+                f"the per_worker factory {_name(self.factory)} returned {type(built).__name__} {built!r:.80} "
+                f"in {where}; expected the function to call on every element, e.g. "
+                f"per_worker(lambda: Model(2.0).predict)"
+            )
+        return built
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.build()(*args, **kwargs)
+
+    def __reduce__(self):
+        return (PerWorker, (self.factory, self.args, self.kwargs, self.key))
+
+    def __chunkmap_identity__(self) -> tuple:
+        """What the checkpoint identity counts: the factory and its arguments (not the key)."""
+        return (self.factory, self.args, sorted(self.kwargs.items()))
+
+    def __repr__(self) -> str:
+        return f"per_worker({_name(self.factory)}, ...)"
+
+
+_built: OrderedDict[str, Callable[..., Any]] = OrderedDict()
+
+
+def per_worker(factory: Callable[..., Callable[..., Any]], *args: Any, **kwargs: Any) -> PerWorker:
+    """A function built in each worker process by ``factory(*args, **kwargs)``, for unpicklable objects.
+
+    Use it where ``func`` holds something that cannot be pickled, such as a method of a SWIG
+    object: ``factory`` (and its arguments) must pickle, the function it returns need not.
+
+    Examples
+    --------
+    >>> import numpy as np, chunkmap
+    >>> from chunkmap.stub import slowlib
+    >>> predict = chunkmap.per_worker(lambda scale: slowlib.Model(scale).predict, 2.0)
+    >>> chunkmap.run(predict, np.array([1.0, 2.0]), np.array([3.0, 4.0]), scheduler="sync").values.tolist()
+    [8000.0, 12000.0]
+    """
+    if not callable(factory):
+        raise OptionError(f"per_worker needs a callable factory first; got {type(factory).__name__} {factory!r:.80}")
+    return PerWorker(factory, args, kwargs)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """How many processes (or threads) call ``func``, and what they do besides.
+
+    Parameters
+    ----------
+    count : int, optional
+        Local worker processes (``processes``) or threads (``threads``). Default: dask's
+        ``num_workers`` setting when set, else the CPUs this process may use. On a cluster each
+        dask worker's pool follows its thread count (start workers with ``--nthreads``).
+    setup : callable, (callable, args) or (callable, args, kwargs), optional
+        Called once in every process that will call ``func``, before its first call: each
+        worker process (again in every replacement), each worker process of every dask
+        worker, and the calling process at the start of a ``sync`` or ``threads`` run. If it
+        raises, the run stops with :class:`~chunkmap.errors.SetupError`.
+    max_calls : int, optional
+        Replace a worker process after that many calls (for C libraries that leak); the
+        replacement runs ``setup`` again. Nothing is lost or computed twice.
+    """
+
+    count: int | None = None
+    setup: Any = None
+    max_calls: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("count", "max_calls"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, Integral) and not isinstance(value, bool) and value > 0):
+                raise OptionError(f"Workers({name}=...) must be a positive int or None; got {value!r}")
+        object.__setattr__(self, "setup", Setup.of(self.setup))
+
+    @classmethod
+    def of(cls, workers: Any) -> Workers:
+        """The ``workers=`` option of :func:`chunkmap.run`: None, an int, or a Workers."""
+        if workers is None:
+            return cls()
+        if isinstance(workers, Workers):
+            return workers
+        if isinstance(workers, Integral) and not isinstance(workers, bool):
+            return cls(count=int(workers))
+        raise OptionError(
+            f"workers must be a positive int (how many local processes or threads) or "
+            f"chunkmap.Workers(count=, setup=, max_calls=); got {type(workers).__name__} {workers!r:.80}"
+        )
+
+
+def _content_key(value: Any) -> str:
+    """A digest of ``value``'s pickle: equal setups share it (so each runs once per process)."""
+    import cloudpickle
+
+    try:
+        data = cloudpickle.dumps(value)
+    except Exception:  # checked, with a clear error, before a run sends it anywhere
+        return uuid.uuid4().hex
+    return hashlib.sha256(data).hexdigest()
+
+
+def _name(obj: Any) -> str:
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    module = getattr(obj, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else name
