@@ -175,6 +175,11 @@ def run(
             reporter = make_progress(progress, plan.unmasked)
             execution.progress = reporter.advance if reporter is not None else None
             outputs, resumed = _compute(plan, chunks, execution, backend, saved, reporter)
+        except KeyboardInterrupt as interrupt:
+            if saved is not None:
+                interrupt.add_note(f"chunkmap: finished chunks are kept in the checkpoint {location.store.location}; "
+                                   f"run the same call again to resume")
+            raise
         finally:
             if reporter is not None:
                 reporter.close()
@@ -193,6 +198,8 @@ def run(
         rate=calls / wall_time if wall_time > 0 else float(calls),
         resumed=resumed,
         rejected=saved.rejected if saved is not None else 0,
+        scheduler=backend.name,
+        workers=backend.workers,
     )
     return result
 

@@ -47,6 +47,10 @@ class Stats:
     rejected : int
         Checkpoint records found but not used, because they did not prove that they belong
         to this run and chunk (damaged, another layout, misfiled); their chunks were computed.
+    scheduler : str
+        Where the run executed: ``"sync"``, ``"threads"``, ``"processes"`` or ``"distributed"``.
+    workers : int
+        How many workers (processes, threads, or a cluster's threads) it had.
     """
 
     elements: int
@@ -57,6 +61,8 @@ class Stats:
     rate: float
     resumed: int = 0
     rejected: int = 0
+    scheduler: str = ""
+    workers: int = 0
 
     def summary(self) -> str:
         """One line for logs: counts, time and rate."""

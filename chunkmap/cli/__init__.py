@@ -98,7 +98,8 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
                      help="record elements raising this exception as failures and go on (repeatable; "
                           "builtins may be named alone, e.g. ValueError)")
     run.add_argument("--scheduler", default=None,
-                     help="sync, threads, processes (default), or a dask scheduler address")
+                     help="sync, threads, processes or a dask scheduler address (default: dask's "
+                          "scheduler setting, else processes)")
     run.add_argument("--chunks", type=chunks_option, default="auto", help="unmasked elements per chunk, or auto")
     run.add_argument("--checkpoint", metavar="DIR", default=None,
                      help="persist finished chunks there; running again resumes")
@@ -123,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=positive_int, default=1000, help="side of the 2-D inputs (default 1000)")
     demo.add_argument("--cost-ns", type=non_negative_int, default=1000,
                       help="busy-wait per call in nanoseconds (default 1000)")
-    demo.add_argument("--scheduler", default="processes",
-                      help="sync, threads, processes (default), or a dask scheduler address")
+    demo.add_argument("--scheduler", default=None,
+                      help="sync, threads, processes or a dask scheduler address (default: dask's "
+                          "scheduler setting, else processes)")
     demo.add_argument("--chunks", type=chunks_option, default="auto", help="elements per chunk, or auto")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the inputs")
     add_run_parser(commands)
@@ -159,7 +161,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from . import demo
 
     result = demo.run_demo(args.size, args.cost_ns, args.scheduler, args.chunks, args.seed)
-    print(demo.report(result, args.cost_ns, args.scheduler))
+    print(demo.report(result, args.cost_ns))
     return 0
 
 
@@ -168,7 +170,6 @@ def run_command(args: argparse.Namespace) -> int:
     from . import demo, jobs
 
     options = {name: getattr(args, name) for name in jobs.OPTIONAL_RUN_OPTIONS if getattr(args, name) is not None}
-    scheduler = args.scheduler or "processes"
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # MODULE:FUNC is found in the current directory, as with python -m
     try:
@@ -194,7 +195,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     shape = "x".join(map(str, result.shape)) or "0-d"
     inputs = "input" if len(args.inputs) == 1 else "inputs"
-    title = f"chunkmap run: {args.function} over {len(args.inputs)} {inputs} of shape {shape}, scheduler={scheduler}"
+    title = f"chunkmap run: {args.function} over {len(args.inputs)} {inputs} of shape {shape}, scheduler={result.stats.scheduler}"
     print(demo.report(result, title=title))
     resumed = getattr(result.stats, "resumed", 0)
     if resumed:

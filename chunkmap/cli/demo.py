@@ -72,11 +72,11 @@ def run_demo(
         )
 
 
-def report(result: Result, cost_ns: int = 0, scheduler: str = "processes", title: str | None = None) -> str:
+def report(result: Result, cost_ns: int = 0, title: str | None = None) -> str:
     """The demo's summary: a title line, then counts, time and rate, one per line.
 
-    ``title`` replaces the demo's first line (``chunkmap run`` uses it; ``cost_ns`` and
-    ``scheduler`` only appear in the demo's title).
+    ``title`` replaces the demo's first line (``chunkmap run`` uses it; ``cost_ns`` only appears
+    in the demo's title).
     """
     stats = result.stats
     shape = "x".join(map(str, result.shape))
@@ -87,7 +87,7 @@ def report(result: Result, cost_ns: int = 0, scheduler: str = "processes", title
     if title is None:
         title = (
             f"chunkmap demo: slowlib.slow_computation over two {shape} float64 arrays, "
-            f"{cost_ns / 1000:g} us per call, scheduler={scheduler}"
+            f"{cost_ns / 1000:g} us per call, scheduler={stats.scheduler}"
         )
     lines = [
         title,
