@@ -250,7 +250,7 @@ def _resolve(scheduler: Any, client: Any, count: int | None) -> Backend:
     )
 
 
-def prewarm(scheduler: Any = None, client: Any = None, count: int | None = None) -> None:
+def prewarm(scheduler: Any = None, client: Any = None, count: int | None = None, setup: str | None = None) -> None:
     """Start the local worker processes now when the run will use them, before dask is imported.
 
     Only when that is known without importing dask: ``scheduler="processes"``, or no choice at
@@ -260,7 +260,7 @@ def prewarm(scheduler: Any = None, client: Any = None, count: int | None = None)
     if client is None and ((scheduler is None and untouched) or scheduler in ("processes", "multiprocessing")):
         from .local import shared_pool
 
-        shared_pool(count or default_count())
+        shared_pool(count or default_count(), setup)
 
 
 def default_count() -> int:

@@ -165,7 +165,7 @@ def run(
                           options.call_timeout(timeout), spec.setup, spec.max_calls)
     chunks = options.chunk_option(chunks)
     location = Checkpoint.of(checkpoint) if checkpoint is not None else None
-    backends.prewarm(scheduler, client, spec.count)  # the workers start while dask is imported and the inputs planned
+    backends.prewarm(scheduler, client, spec.count, execution.setup_key)  # workers start while dask is imported
     with backends.resolve(scheduler, client, spec.count) as backend:
         backend.prepare(execution)
         plan = make_plan(arrays, mask=mask)
