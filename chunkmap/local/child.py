@@ -1,11 +1,13 @@
-"""The worker process: ``python -m chunkmap.local.child REQUESTS_FD RESPONSES_FD HEARTBEAT_FD SLOT``.
+"""The worker process: :func:`work`, forked from the pool's template (:mod:`chunkmap.local.template`).
 
-Started by :mod:`chunkmap.local.pool`. It reads evaluation requests from one pipe (the function and
-where its slot's input columns lie, :mod:`chunkmap.local.transport`), runs the kernel,
-and writes the evaluation to the other. Before each call of ``func`` the kernel writes
-the element's position into this worker's slot of the shared heartbeat file, so that when the
-process dies (a segmentation fault in a C library) or hangs, the parent knows which element did
-it. It imports numpy and the kernel only, so it starts in a fraction of a second.
+Where forking is not available it is a fresh interpreter instead,
+``python -m chunkmap.local.child REQUESTS_FD RESPONSES_FD HEARTBEAT_FD SLOT``. It reads evaluation
+requests from one pipe (the function and where its slot's input columns lie,
+:mod:`chunkmap.local.transport`), runs the kernel, and writes the evaluation to the other. Before
+each call of ``func`` the kernel writes the element's position into this worker's slot of the
+shared heartbeat file, so that when the process dies (a segmentation fault in a C library) or
+hangs, the parent knows which element did it. It imports numpy and the kernel only, so it starts
+in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from ..system import die_with_parent, release_free_memory
 from ..workers import mark_worker_process, prepare
 
 HEARTBEAT_BYTES = 8
+#: the environment variable that hands a new worker (or template) the pool's ``sys.path``, as JSON
+SYS_PATH_VARIABLE = "CHUNKMAP_WORKER_SYS_PATH"
 #: elements of a chunk after which the worker returns its freed heap to the system (~0.4 ms,
 #: worth it when the chunk's arrays take megabytes: 64M elements, 75 -> 37 MB per worker)
 TRIM_AFTER = 1 << 18
@@ -105,16 +109,23 @@ def _picklable(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
-def main(argv: list[str]) -> None:
-    die_with_parent()
+def work(requests_fd: int, responses_fd: int, heartbeat_fd: int, slot: int) -> None:
+    """Be the worker of pool slot ``slot`` until the parent closes the request pipe.
+
+    The caller has armed the parent-death signal: a fork of the template, or :func:`main`.
+    """
     # Ctrl-C reaches the whole process group; the parent decides what stops, and kills us if needed
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    requests_fd, responses_fd, heartbeat_fd, slot = argv
-    sys.path[:] = json.loads(os.environ.pop("CHUNKMAP_WORKER_SYS_PATH", "[]")) or sys.path
-    mapping = mmap.mmap(int(heartbeat_fd), 0)
-    start = int(slot) * HEARTBEAT_BYTES
-    heartbeat = np.frombuffer(mapping, np.int64, count=1, offset=start)
-    serve(Connection(int(requests_fd), writable=False), Connection(int(responses_fd), readable=False), heartbeat)
+    mapping = mmap.mmap(heartbeat_fd, 0)
+    heartbeat = np.frombuffer(mapping, np.int64, count=1, offset=slot * HEARTBEAT_BYTES)
+    serve(Connection(requests_fd, writable=False), Connection(responses_fd, readable=False), heartbeat)
+
+
+def main(argv: list[str]) -> None:
+    die_with_parent()
+    sys.path[:] = json.loads(os.environ.pop(SYS_PATH_VARIABLE, "[]")) or sys.path
+    requests_fd, responses_fd, heartbeat_fd, slot = map(int, argv)
+    work(requests_fd, responses_fd, heartbeat_fd, slot)
 
 
 if __name__ == "__main__":

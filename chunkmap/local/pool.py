@@ -1,7 +1,8 @@
 """Worker processes that can die or hang without taking the run with them.
 
-A :class:`WorkerPool` keeps one process (:mod:`chunkmap.local.child`) per parallel slot, started with
-``subprocess`` (so it also works inside daemonic dask workers) and reused across runs. Each
+A :class:`WorkerPool` keeps one process (:mod:`chunkmap.local.child`) per parallel slot, forked from
+the pool's template process (:mod:`chunkmap.local.template`: a start or a restart costs a fork,
+not a Python start-up; it also works inside daemonic dask workers) and reused across runs. Each
 worker has a slot in a shared heartbeat mapping where it writes the position of the element it is
 about to evaluate. The parent thread that sent a request watches the pipe, the process and the
 heartbeat: a dead process raises :class:`WorkerDied` and a position that stops moving for longer
@@ -13,8 +14,6 @@ are internal signals between the two modules, never raised to users.
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
-import json
 import mmap
 import os
 import queue
@@ -30,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .freshness import CodeState
+from .template import WorkerStarter
 from .transport import InputBuffer
 
 __all__ = ["WorkerDied", "WorkerHung", "Cancelled", "WorkerPool", "shared_pool", "shutdown"]
@@ -91,12 +91,6 @@ def exit_name(returncode: int) -> str:
     return f"exit {returncode}"
 
 
-#: Workers die with the thread that started them (:func:`chunkmap.system.die_with_parent`: Linux's
-#: parent-death signal follows the thread), so every worker is started from this one thread, which
-#: lives as long as the process.
-_SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chunkmap-spawner")
-
-
 class Heartbeats:
     """One int64 per worker slot in an anonymous shared file (``memfd``) that workers inherit."""
 
@@ -120,22 +114,14 @@ class Heartbeats:
 class WorkerProcess:
     """One worker process, its two pipes and its heartbeat slot."""
 
-    def __init__(self, slot: int, heartbeats: Heartbeats) -> None:
+    def __init__(self, slot: int, heartbeats: Heartbeats, starter: WorkerStarter) -> None:
         self.slot = slot
         self.calls = 0  #: elements this process was sent and answered (for ``max_calls``)
         self.heartbeats = heartbeats
         request_read, request_write = os.pipe()
         response_read, response_write = os.pipe()
-        environment = {**os.environ, "CHUNKMAP_WORKER_SYS_PATH": json.dumps(sys.path)}
         try:
-            self.process = _SPAWNER.submit(
-                subprocess.Popen,
-                [sys.executable, "-m", "chunkmap.local.child", str(request_read), str(response_write),
-                 str(heartbeats.fd), str(slot)],
-                pass_fds=(request_read, response_write, heartbeats.fd),
-                env=environment,
-                stdin=subprocess.DEVNULL,
-            ).result()
+            self.process = starter.start((request_read, response_write, heartbeats.fd), slot)
         finally:
             os.close(request_read)
             os.close(response_write)
@@ -223,8 +209,10 @@ class WorkerPool:
     True
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, preload: tuple[str, ...] = ()) -> None:
         self.size = size
+        #: starts the workers: forks of a template that imported ``preload`` (module names) beforehand
+        self.starter = WorkerStarter(preload)
         self._closed = False
         self.restarts = 0  #: workers replaced after a crash, a hang or a cancel
         self.heartbeats = Heartbeats(size)
@@ -238,7 +226,7 @@ class WorkerPool:
 
     def _start(self, slot: int) -> WorkerProcess:
         """Start a worker in ``slot`` (the caller holds ``self._lock``)."""
-        worker = WorkerProcess(slot, self.heartbeats)
+        worker = WorkerProcess(slot, self.heartbeats, self.starter)
         self._all[slot] = worker
         return worker
 
@@ -285,6 +273,7 @@ class WorkerPool:
             workers = list(self._all.values())
         for worker in workers:
             worker.close()
+        self.starter.close()
         self._all.clear()
         for buffer in self.buffers:
             buffer.close()
@@ -301,7 +290,7 @@ _shared: dict[str, Any] = {"pool": None, "key": None, "code": None}
 _shared_lock = threading.Lock()
 
 
-def shared_pool(size: int, setup: str | None = None) -> WorkerPool:
+def shared_pool(size: int, setup: str | None = None, preload: tuple[str, ...] = ()) -> WorkerPool:
     """The process-wide pool of ``size`` workers, started on first use and reused across runs.
 
     Workers inherit the environment of the moment they start: when ``os.environ`` or
@@ -309,16 +298,18 @@ def shared_pool(size: int, setup: str | None = None) -> WorkerPool:
     environment), the pool is restarted so that the workers see it; so it is when the user's
     code was reloaded or edited since (:mod:`chunkmap.local.freshness`). ``setup`` is the key of
     the run's :class:`~chunkmap.workers.Setup`: a run with another setup (or none, after one) gets
-    fresh workers, so that no state from an earlier setup leaks into its calls.
+    fresh workers, so that no state from an earlier setup leaks into its calls. ``preload`` names
+    the modules the workers' template imports before forking them (the function's); another
+    preload gets another pool.
     """
-    key = (size, setup, tuple(sorted(os.environ.items())), tuple(sys.path))
+    key = (size, setup, tuple(preload), tuple(sorted(os.environ.items())), tuple(sys.path))
     with _shared_lock:
         pool = _shared["pool"]
         if pool is not None and (_shared["key"] != key or _shared["code"].changed()):
             pool.close()
             pool = None
         if pool is None:
-            pool = WorkerPool(size)
+            pool = WorkerPool(size, tuple(preload))
             _shared.update(pool=pool, key=key, code=CodeState.now())
         return pool
 
