@@ -109,10 +109,10 @@ def run(
         :class:`~chunkmap.errors.CheckpointBusyError`.
     workers : int or chunkmap.Workers, optional
         How many local worker processes (or threads) call ``func``: an int, or
-        ``chunkmap.Workers(count=, setup=, max_calls=)`` to also run a setup once in every
-        process that calls ``func`` (each worker, each replacement, each dask worker's workers, the
-        calling process on ``sync`` and ``threads``) and to recycle workers after ``max_calls``
-        calls. Default: dask's ``num_workers`` setting, else one per usable CPU. For objects that
+        ``chunkmap.Workers(count=, setup=, max_calls=, max_memory=)`` to also run a setup once in
+        every process that calls ``func`` (each worker, each replacement, each dask worker's
+        workers, the calling process on ``sync`` and ``threads``) and to recycle workers after
+        ``max_calls`` calls or above ``max_memory`` resident bytes. Default: dask's ``num_workers`` setting, else one per usable CPU. For objects that
         cannot be pickled (SWIG handles), pass ``func=chunkmap.per_worker(factory, ...)``.
     timeout : float, optional
         Seconds one call may take. A call that runs longer is recorded in ``result.failures``
@@ -162,7 +162,7 @@ def run(
     started = time.perf_counter()
     spec = Workers.of(workers)
     execution = Execution(options.function(func), options.skip_classes(skip), options.call_kwargs(kwargs),
-                          options.call_timeout(timeout), spec.setup, spec.max_calls)
+                          options.call_timeout(timeout), spec.setup, spec.max_calls, spec.max_memory)
     chunks = options.chunk_option(chunks)
     location = Checkpoint.of(checkpoint) if checkpoint is not None else None
     backends.prewarm(scheduler, client, spec.count, execution.setup_key)  # workers start while dask is imported

@@ -64,11 +64,13 @@ class Execution:
     timeout: float | None = None
     setup: Setup | None = None
     max_calls: int | None = None
+    max_memory: int | None = None
     progress: Callable[[int], None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def __reduce__(self):
-        return (Execution, (self.func, self.skip, self.kwargs, self.timeout, self.setup, self.max_calls))
+        return (Execution, (self.func, self.skip, self.kwargs, self.timeout, self.setup, self.max_calls,
+                            self.max_memory))
 
     @property
     def setup_key(self) -> str | None:

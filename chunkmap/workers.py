@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from .errors import OptionError, SetupError
 
-__all__ = ["Workers", "Setup", "PerWorker", "per_worker", "prepare", "this_process", "mark_worker_process"]
+__all__ = ["Workers", "Setup", "PerWorker", "per_worker", "prepare", "this_process", "mark_worker_process",
+           "parse_bytes"]
 
 #: per-worker functions kept built in one process (the most recently used ones)
 BUILT_KEPT = 8
@@ -203,11 +204,20 @@ class Workers:
     max_calls : int, optional
         Replace a worker process after that many calls (for C libraries that leak); the
         replacement runs ``setup`` again. Nothing is lost or computed twice.
+    max_memory : int or str, optional
+        Replace a worker process whose resident memory exceeds this many bytes (``"2 GiB"``,
+        ``"500 MB"`` too), checked at least once per second while it computes and after each
+        request. A worker over the limit between requests is replaced gently; one over it
+        during a request is killed, and the elements of that request it had not returned are
+        computed again on a fresh worker (none lost, none counted twice). An element that alone
+        takes a fresh worker over the limit is recorded as a ``"crash"`` failure of type
+        ``"MemoryLimit"``.
     """
 
     count: int | None = None
     setup: Any = None
     max_calls: int | None = None
+    max_memory: int | str | None = None
 
     def __post_init__(self) -> None:
         for name in ("count", "max_calls"):
@@ -215,6 +225,8 @@ class Workers:
             if value is not None and not (isinstance(value, Integral) and not isinstance(value, bool) and value > 0):
                 raise OptionError(f"Workers({name}=...) must be a positive int or None; got {value!r}")
         object.__setattr__(self, "setup", Setup.of(self.setup))
+        if self.max_memory is not None:
+            object.__setattr__(self, "max_memory", parse_bytes(self.max_memory))
 
     @classmethod
     def of(cls, workers: Any) -> Workers:
@@ -227,8 +239,40 @@ class Workers:
             return cls(count=int(workers))
         raise OptionError(
             f"workers must be a positive int (how many local processes or threads) or "
-            f"chunkmap.Workers(count=, setup=, max_calls=); got {type(workers).__name__} {workers!r:.80}"
+            f"chunkmap.Workers(count=, setup=, max_calls=, max_memory=); got {type(workers).__name__} "
+            f"{workers!r:.80}"
         )
+
+
+#: the units :func:`parse_bytes` reads, in bytes
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+         "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(size: Any) -> int:
+    """A positive number of bytes, from an int or a string such as ``"2 GiB"`` or ``"500MB"``.
+
+    Examples
+    --------
+    >>> parse_bytes("2 GiB"), parse_bytes("1.5kb"), parse_bytes(4096)
+    (2147483648, 1500, 4096)
+    """
+    if isinstance(size, Integral) and not isinstance(size, bool) and size > 0:
+        return int(size)
+    if isinstance(size, str):
+        text = size.strip().lower()
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
+        unit = text[len(number):].strip()
+        try:
+            value = float(number) * UNITS[unit]
+        except (ValueError, KeyError):
+            value = 0
+        if value >= 1:
+            return int(value)
+    raise OptionError(
+        f"max_memory must be a positive number of bytes, or a string such as '2 GiB' or '500 MB' "
+        f"(units {', '.join(unit for unit in UNITS if unit)}); got {size!r}"
+    )
 
 
 def _content_key(value: Any) -> str:

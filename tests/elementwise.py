@@ -161,3 +161,25 @@ def pid_after_a_while(x):
 
     time.sleep(0.01)
     return os.getpid()
+
+
+def leak_and_pid(x):
+    """Keep 30 MB for good in the calling process (a leaking C library), wait 0.2 s; the process id."""
+    import os
+    import sys
+    import time
+
+    sys.__dict__.setdefault("_chunkmap_test_leak", []).append(b"x" * 30_000_000)
+    time.sleep(0.2)
+    return os.getpid()
+
+
+def hog_at_five(x):
+    """At ``x == 5`` hold 400 MB for 1.5 s (an element too big for max_memory); elsewhere ``x``."""
+    import time
+
+    if x == 5:
+        held = b"x" * 400_000_000
+        time.sleep(1.5)
+        del held
+    return x

@@ -178,3 +178,30 @@ def test_shutdown_is_public_and_the_next_run_starts_fresh_workers(ew):
     before = worker_pids(ew, workers=2)
     chunkmap.shutdown()
     assert worker_pids(ew, workers=2).isdisjoint(before)
+
+
+@pytest.mark.parametrize("chunks", [2, 20])
+def test_max_memory_recycles_leaking_workers_between_and_during_requests(ew, chunks):
+    result = chunkmap.run(ew.leak_and_pid, np.arange(20), chunks=chunks, progress=False,
+                          workers=chunkmap.Workers(max_memory="250 MB"))
+    assert len(result.values) == 20 and len(result.failures) == 0  # nothing lost, nothing failed
+    _, calls = np.unique(result.values, return_counts=True)
+    # a worker holds its ~60 MB start plus 30 MB per call: over 250 MB after 7 calls, noticed after its
+    # request or within the next second (5 calls of 0.2 s)
+    assert calls.max() <= 12
+    assert len(calls) >= (4 if chunks == 2 else 2)  # killed mid-request, a worker returns nothing
+
+
+def test_an_element_alone_over_max_memory_is_a_memory_limit_failure(ew):
+    result = chunkmap.run(ew.hog_at_five, np.arange(8), chunks=8, progress=False,
+                          workers=chunkmap.Workers(max_memory="300 MB"))
+    assert result.values.tolist() == [0, 1, 2, 3, 4, 6, 7]
+    (failure,) = result.failures
+    assert (failure.coords, failure.kind, failure.type) == ((5,), "crash", "MemoryLimit")
+    assert "over max_memory=300,000,000" in failure.message
+
+
+def test_max_memory_takes_sizes_in_words():
+    assert chunkmap.Workers(max_memory="2 GiB").max_memory == 2 << 30
+    with pytest.raises(OptionError, match=r"max_memory must be a positive number of bytes.*got '2 jiggabytes'"):
+        chunkmap.Workers(max_memory="2 jiggabytes")

@@ -24,7 +24,7 @@ from ..failures import FailureRecords
 from ..kernel import CRASH, TIMEOUT, ChunkOutput, ElementFailure, Evaluation, Execution
 from ..plan import Chunk
 from ..source import ArraySource
-from .pool import WorkerDied, WorkerHung, WorkerPool, describe_exit, exit_name
+from .pool import WorkerDied, WorkerHung, WorkerOverMemory, WorkerPool, describe_exit, exit_name
 from .transport import ChunkInputs, chunk_inputs, inputs_length, request
 
 __all__ = ["evaluate_chunk", "evaluate_isolated"]
@@ -94,9 +94,9 @@ def evaluate_isolated(inputs: ChunkInputs, execution: Execution, pool: WorkerPoo
             payload = cloudpickle.dumps((execution.func, execution.skip, execution.kwargs, execution.setup,
                                          request(inputs, start, stop, pool.buffers[worker.slot])))
             response = worker.evaluate(payload, execution.timeout, execution.cancelled,
-                                       lambda position: advance(start + position))
+                                       lambda position: advance(start + position), execution.max_memory)
             worker.calls += stop - start
-            if execution.max_calls is not None and worker.calls >= execution.max_calls:
+            if worker_is_spent(worker, execution):
                 worker = pool.replace(worker, gently=True)
         except WorkerDied as death:
             worker = pool.replace(worker)
@@ -110,14 +110,24 @@ def evaluate_isolated(inputs: ChunkInputs, execution: Execution, pool: WorkerPoo
                     ) from None
                 todo.insert(0, (start, stop))
                 continue
-            culprit = start + death.position
             if stop - start == 1:
                 parts.append((start, failure(CRASH, exit_name(death.returncode),
                                              f"the worker process {describe_exit(death.returncode)} "
                                              f"while evaluating this element")))
                 advance(stop)
                 continue
-            todo[:0] = [r for r in ((start, culprit), (culprit, culprit + 1), (culprit + 1, stop)) if r[0] < r[1]]
+            todo[:0] = around(start + death.position, start, stop)
+            continue
+        except WorkerOverMemory as excess:
+            worker = pool.replace(worker)
+            if stop - start == 1:
+                parts.append((start, failure(CRASH, "MemoryLimit",
+                                             f"the worker process held {excess.resident:,} bytes, over "
+                                             f"max_memory={execution.max_memory:,}, while evaluating this "
+                                             f"element alone; it was killed")))
+                advance(stop)
+                continue
+            todo[:0] = around(start + excess.position, start, stop)
             continue
         except WorkerHung as hang:
             worker = pool.replace(worker)
@@ -149,6 +159,18 @@ def _raise(kind: str, rest: list[Any], start: int) -> None:
                                  element_failure.exception_type, element_failure.message, element_failure.returned)
         raise shifted from cause
     raise rest[0]  # "setup": the SetupError; "interrupt": KeyboardInterrupt or SystemExit, as on sync
+
+
+def around(culprit: int, start: int, stop: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` split around ``culprit``: before it, it alone, after it (the empty ranges left out)."""
+    return [r for r in ((start, culprit), (culprit, culprit + 1), (culprit + 1, stop)) if r[0] < r[1]]
+
+
+def worker_is_spent(worker: Any, execution: Execution) -> bool:
+    """Whether ``worker`` has reached ``max_calls``, or holds more than ``max_memory``, after a request."""
+    if execution.max_calls is not None and worker.calls >= execution.max_calls:
+        return True
+    return execution.max_memory is not None and worker.resident_bytes() > execution.max_memory
 
 
 def failure(status: int, name: str, message: str) -> Evaluation:

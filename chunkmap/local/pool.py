@@ -1,7 +1,8 @@
 """Worker processes that can die or hang without taking the run with them.
 
 A :class:`WorkerPool` keeps one process (:mod:`chunkmap.local.child`) per parallel slot, forked from
-the pool's template process (:mod:`chunkmap.local.template`: a start or a restart costs a fork,
+the pool's template process (:mod:`~chunkmap.local.starter`, :mod:`~chunkmap.local.template`: a
+start or a restart costs a fork,
 not a Python start-up; it also works inside daemonic dask workers) and reused across runs. Each
 worker has a slot in a shared heartbeat mapping where it writes the position of the element it is
 about to evaluate. The parent thread that sent a request watches the pipe, the process and the
@@ -29,13 +30,16 @@ from typing import Any, Callable
 import numpy as np
 
 from .freshness import CodeState
-from .template import WorkerStarter
+from .starter import WorkerStarter
 from .transport import InputBuffer
 
-__all__ = ["WorkerDied", "WorkerHung", "Cancelled", "WorkerPool", "shared_pool", "shutdown"]
+__all__ = ["WorkerDied", "WorkerHung", "WorkerOverMemory", "Cancelled", "WorkerPool", "shared_pool", "shutdown"]
 
 #: seconds between two looks at a busy worker's pipe, process and heartbeat
 POLL_INTERVAL = 0.05
+#: seconds between two looks at a busy worker's resident memory (with ``max_memory``)
+MEMORY_INTERVAL = 1.0
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: before its first element a worker may import modules; it is not timed out during that
 SETUP_GRACE = 60.0
 NOT_STARTED = -1
@@ -48,6 +52,15 @@ class WorkerDied(Exception):
         self.position = position
         self.returncode = returncode
         super().__init__(f"worker process {describe_exit(returncode)} at element {position}")
+
+
+class WorkerOverMemory(Exception):
+    """A worker's resident memory exceeded ``max_memory`` while evaluating; it was killed."""
+
+    def __init__(self, position: int, resident: int) -> None:
+        self.position = position
+        self.resident = resident
+        super().__init__(f"worker process at element {position} held {resident:,} bytes")
 
 
 class WorkerHung(Exception):
@@ -138,14 +151,16 @@ class WorkerProcess:
         timeout: float | None = None,
         cancelled: threading.Event | None = None,
         progress: Callable[[int], None] | None = None,
+        max_memory: int | None = None,
     ) -> Any:
         """Send one request and wait for its response, watching the worker meanwhile.
 
-        ``progress(position)`` is called whenever the worker moves on to a new element.
+        ``progress(position)`` is called whenever the worker moves on to a new element; its
+        resident memory is compared with ``max_memory`` every :data:`MEMORY_INTERVAL` seconds.
 
         Raises
         ------
-        WorkerDied, WorkerHung, Cancelled
+        WorkerDied, WorkerHung, WorkerOverMemory, Cancelled
         """
         self.heartbeats.positions[self.slot] = NOT_STARTED
         try:
@@ -153,6 +168,7 @@ class WorkerProcess:
         except OSError:
             raise WorkerDied(NOT_STARTED, self._wait_exit()) from None
         seen, since = NOT_STARTED, time.monotonic()
+        measured = since
         while True:
             if self.responses.poll(POLL_INTERVAL):
                 try:
@@ -172,6 +188,20 @@ class WorkerProcess:
             elif timeout is not None and now - since > (timeout if seen >= 0 else SETUP_GRACE + timeout):
                 self.kill()
                 raise WorkerHung(max(seen, 0), timeout)
+            if max_memory is not None and now - measured >= MEMORY_INTERVAL:
+                measured = now
+                resident = self.resident_bytes()
+                if resident > max_memory:
+                    self.kill()
+                    raise WorkerOverMemory(max(self.position, 0), resident)
+
+    def resident_bytes(self) -> int:
+        """The process's resident memory now (0 once it has ended, or where /proc is missing)."""
+        try:
+            with open(f"/proc/{self.process.pid}/statm", "rb") as statm:
+                return int(statm.read().split()[1]) * PAGE_SIZE
+        except (OSError, IndexError, ValueError):
+            return 0
 
     def _wait_exit(self) -> int:
         try:
