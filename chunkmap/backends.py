@@ -141,7 +141,7 @@ class ProcessesBackend(Backend):
         from .local import evaluate_chunk, shared_pool
 
         if chunks:
-            pool = shared_pool(self.workers, execution.setup_key)
+            pool = shared_pool(self.workers, *execution.pool_key())
             compute_local(chunks, lambda chunk: evaluate_chunk(chunk, source, execution, pool), deliver, execution,
                           self.workers)
 
@@ -250,7 +250,8 @@ def _resolve(scheduler: Any, client: Any, count: int | None) -> Backend:
     )
 
 
-def prewarm(scheduler: Any = None, client: Any = None, count: int | None = None, setup: str | None = None) -> None:
+def prewarm(scheduler: Any = None, client: Any = None, count: int | None = None,
+            execution: Execution | None = None) -> None:
     """Start the local worker processes now when the run will use them, before dask is imported.
 
     Only when that is known without importing dask: ``scheduler="processes"``, or no choice at
@@ -260,7 +261,7 @@ def prewarm(scheduler: Any = None, client: Any = None, count: int | None = None,
     if client is None and ((scheduler is None and untouched) or scheduler in ("processes", "multiprocessing")):
         from .local import shared_pool
 
-        shared_pool(count or default_count(), setup)
+        shared_pool(count or default_count(), *(execution.pool_key() if execution is not None else ()))
 
 
 def default_count() -> int:

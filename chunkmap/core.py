@@ -165,7 +165,7 @@ def run(
                           options.call_timeout(timeout), spec.setup, spec.max_calls, spec.max_memory)
     chunks = options.chunk_option(chunks)
     location = Checkpoint.of(checkpoint) if checkpoint is not None else None
-    backends.prewarm(scheduler, client, spec.count, execution.setup_key)  # workers start while dask is imported
+    backends.prewarm(scheduler, client, spec.count, execution)  # workers start while dask is imported
     with backends.resolve(scheduler, client, spec.count) as backend:
         backend.prepare(execution)
         plan = make_plan(arrays, mask=mask)

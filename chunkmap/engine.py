@@ -180,4 +180,4 @@ def remote_task(chunk: Chunk, source: Source, execution: Execution) -> ChunkOutp
         size = get_worker().state.nthreads
     except ValueError:  # not inside a dask worker (e.g. the client's own process)
         size = 1
-    return evaluate_chunk(chunk, source, execution, shared_pool(size, execution.setup_key))
+    return evaluate_chunk(chunk, source, execution, shared_pool(size, *execution.pool_key()))

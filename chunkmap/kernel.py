@@ -22,7 +22,7 @@ from .errors import ElementError, UnpicklableResultError
 from .failures import FailureRecords
 from .loop import run_to_end
 from .source import Source
-from .workers import PerWorker, Setup
+from .workers import PerWorker, Setup, modules_to_preload
 
 __all__ = [
     "COMPUTED",
@@ -72,10 +72,13 @@ class Execution:
         return (Execution, (self.func, self.skip, self.kwargs, self.timeout, self.setup, self.max_calls,
                             self.max_memory))
 
-    @property
-    def setup_key(self) -> str | None:
-        """What tells this run's setup apart (None: no setup); worker pools are kept per setup."""
-        return self.setup.key if self.setup is not None else None
+    def pool_key(self) -> tuple[str | None, tuple[str, ...]]:
+        """``(setup key, modules to preload)``: what a worker pool for this run is kept by.
+
+        A run with another setup (or none) gets fresh workers; see
+        :func:`~chunkmap.workers.modules_to_preload` for the modules.
+        """
+        return self.setup.key if self.setup is not None else None, modules_to_preload(self.func)
 
 
 @dataclass

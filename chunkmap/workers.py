@@ -25,7 +25,7 @@ from typing import Any, Callable
 from .errors import OptionError, SetupError
 
 __all__ = ["Workers", "Setup", "PerWorker", "per_worker", "prepare", "this_process", "mark_worker_process",
-           "parse_bytes"]
+           "parse_bytes", "modules_to_preload"]
 
 #: per-worker functions kept built in one process (the most recently used ones)
 BUILT_KEPT = 8
@@ -273,6 +273,34 @@ def parse_bytes(size: Any) -> int:
         f"max_memory must be a positive number of bytes, or a string such as '2 GiB' or '500 MB' "
         f"(units {', '.join(unit for unit in UNITS if unit)}); got {size!r}"
     )
+
+
+def modules_to_preload(func: Callable[..., Any]) -> tuple[str, ...]:
+    """The module of ``func`` (or of a per-worker factory) when it is worth importing before workers fork.
+
+    Compiled extensions and installed packages (a SWIG library, QuantLib) are: their import is
+    slow, and every worker and replacement then starts with it done. The user's own ``.py``
+    modules are not: they are cheap to import, may be edited during a session, and may start
+    threads at import, which a fork would not copy.
+
+    Examples
+    --------
+    >>> from chunkmap.stub import slowlib
+    >>> modules_to_preload(slowlib.slow_computation), modules_to_preload(lambda x: x)
+    (('chunkmap.stub._slowlib',), ())
+    """
+    import sys
+
+    from .system import is_installed_file
+
+    func = func.factory if isinstance(func, PerWorker) else func
+    owner = getattr(func, "__self__", None)
+    name = getattr(func, "__module__", None) or (type(owner).__module__ if owner is not None else None)
+    module = sys.modules.get(name or "")
+    path = getattr(module, "__file__", None)
+    if name in (None, "__main__", "builtins") or not isinstance(path, str):
+        return ()
+    return (name,) if not path.endswith(".py") or is_installed_file(path) else ()
 
 
 def _content_key(value: Any) -> str:
