@@ -151,13 +151,21 @@ def test_workers_and_dask_num_workers_set_the_pool_size(ew):
     assert len(worker_pids(ew, workers=3)) == 3  # more than the cores: the count is the user's
 
 
+def test_an_unpicklable_func_on_a_cluster_is_refused_before_any_work(cluster_address):
+    with pytest.raises(NotPicklableError, match=r"cannot be pickled .* scheduler='distributed' sends it to worker "
+                                                r"processes.*chunkmap.per_worker"):
+        chunkmap.run(slowlib.Model(2.0).predict, np.zeros(3), np.zeros(3), scheduler=cluster_address)
+
+
 def test_workers_count_on_a_cluster_is_refused(cluster_address):
     with pytest.raises(OptionError, match=r"workers=2 sets how many local processes.*--nthreads"):
         chunkmap.run(abs, np.zeros(3), scheduler=cluster_address, workers=2)
 
 
-@pytest.mark.parametrize("scheduler", LOCAL)
-def test_a_reloaded_module_gives_new_values(tmp_path, monkeypatch, scheduler):
+@pytest.mark.parametrize("scheduler", [*LOCAL, "cluster"])
+def test_a_reloaded_module_gives_new_values(tmp_path, monkeypatch, scheduler, request):
+    if scheduler == "cluster":
+        scheduler = request.getfixturevalue("cluster_address")
     monkeypatch.syspath_prepend(str(tmp_path))
     source = tmp_path / "pricing_v.py"
     source.write_text("def price(x):\n    return x + 1\n")
