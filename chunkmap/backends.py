@@ -111,10 +111,10 @@ class SyncBackend(Backend):
                 deliver: Callable[[ChunkOutput], None]) -> None:
         from .engine import compute_local
 
-        def evaluate_here(chunk: Chunk) -> ChunkOutput:
+        def evaluate_here(chunk: Chunk) -> ChunkOutput | None:
             output = evaluate(chunk.index, chunk.start, chunk.stop, source, execution.func, execution.skip,
-                              execution.kwargs)
-            if execution.progress is not None:
+                              execution.kwargs, execution.cancelled)
+            if output is not None and execution.progress is not None:
                 execution.progress(chunk.size)
             return output
 

@@ -18,8 +18,8 @@ from typing import Any, Callable
 from . import backends, options, sizing
 from .backends import Backend
 from .checkpoint import Checkpoint, RunCheckpoint
-from .errors import CheckpointWarning
-from .kernel import ChunkOutput, Execution
+from .errors import CheckpointWarning, RunCancelledError
+from .kernel import Cancellation, ChunkOutput, Execution
 from .outputs import Delivery, Outputs
 from .plan import Plan, make_plan
 from .progress import Progress, make_progress
@@ -42,6 +42,7 @@ def run(
     progress: bool | Callable[[int, int, int], None] | None = None,
     checkpoint: Any = None,
     workers: int | Workers | None = None,
+    cancel: Any = None,
 ) -> Result:
     """Call ``func`` on every unmasked element of ``arrays``, in parallel on dask.
 
@@ -114,6 +115,11 @@ def run(
         workers, the calling process on ``sync`` and ``threads``) and to recycle workers after
         ``max_calls`` calls or above ``max_memory`` resident bytes. Default: dask's ``num_workers`` setting, else one per usable CPU. For objects that
         cannot be pickled (SWIG handles), pass ``func=chunkmap.per_worker(factory, ...)``.
+    cancel : threading.Event, optional
+        Set it (from another thread) to stop the run within about a second: busy worker
+        processes are killed, in-process evaluations stop between two blocks of elements, and
+        ``run`` raises :class:`~chunkmap.errors.RunCancelledError`. With a checkpoint, finished
+        chunks are kept (Ctrl-C does the same and raises ``KeyboardInterrupt``).
     timeout : float, optional
         Seconds one call may take. A call that runs longer is recorded in ``result.failures``
         with kind ``"timeout"``, its worker process is replaced and the run goes on. Needs a
@@ -162,7 +168,8 @@ def run(
     started = time.perf_counter()
     spec = Workers.of(workers)
     execution = Execution(options.function(func), options.skip_classes(skip), options.call_kwargs(kwargs),
-                          options.call_timeout(timeout), spec.setup, spec.max_calls, spec.max_memory)
+                          options.call_timeout(timeout), spec.setup, spec.max_calls, spec.max_memory,
+                          cancelled=Cancellation(options.cancel_event(cancel)))
     chunks = options.chunk_option(chunks)
     location = Checkpoint.of(checkpoint) if checkpoint is not None else None
     backends.prewarm(scheduler, client, spec.count, execution)  # workers start while dask is imported
@@ -175,10 +182,16 @@ def run(
             reporter = make_progress(progress, plan.unmasked)
             execution.progress = reporter.advance if reporter is not None else None
             outputs, resumed = _compute(plan, chunks, execution, backend, saved, reporter)
-        except KeyboardInterrupt as interrupt:
+            if execution.cancelled.by_caller():
+                raise RunCancelledError("the run was cancelled: its cancel= event was set")
+        except (KeyboardInterrupt, RunCancelledError) as interrupt:
             if saved is not None:
                 interrupt.add_note(f"chunkmap: finished chunks are kept in the checkpoint {location.store.location}; "
                                    f"run the same call again to resume")
+            raise
+        except Exception:
+            if execution.cancelled.by_caller():  # a worker stopped by the cancel, not a failure of its own
+                raise RunCancelledError("the run was cancelled: its cancel= event was set") from None
             raise
         finally:
             if reporter is not None:

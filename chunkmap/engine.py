@@ -77,7 +77,7 @@ def chunk_bag(chunks: list[Chunk], name: str) -> db.Bag:
 
 def compute_local(
     chunks: list[Chunk],
-    evaluate: Callable[[Chunk], ChunkOutput],
+    evaluate: Callable[[Chunk], ChunkOutput | None],
     deliver: Callable[[ChunkOutput], None],
     execution: Execution,
     workers: int,
@@ -106,7 +106,7 @@ class LocalTask:
     compute).
     """
 
-    def __init__(self, evaluate: Callable[[Chunk], ChunkOutput], deliver: Callable[[ChunkOutput], None],
+    def __init__(self, evaluate: Callable[[Chunk], ChunkOutput | None], deliver: Callable[[ChunkOutput], None],
                  execution: Execution) -> None:
         self.evaluate = evaluate
         self.deliver = deliver
@@ -119,7 +119,9 @@ class LocalTask:
 
     def __call__(self, chunk: Chunk) -> None:
         if not self.cancelled.is_set():
-            self.deliver(self.evaluate(chunk))
+            output = self.evaluate(chunk)
+            if output is not None:  # None: cancelled while it ran
+                self.deliver(output)
 
 
 def compute_distributed(
@@ -148,6 +150,8 @@ def compute_distributed(
             deliver(output)
             if execution.progress is not None:
                 execution.progress(len(output.flat_index))
+            if execution.cancelled.is_set():
+                return  # the caller's cancel=: the run raises; the futures left are cancelled below
     finally:
         client.cancel(futures)
         source.release()

@@ -18,6 +18,7 @@ class also derives from the builtin exception a caller would naturally catch, so
     ├── WorkerStartError(RuntimeError)         worker processes die before evaluating anything
     ├── WorkerImportError(ImportError)         dask workers cannot import a module the run needs
     ├── SetupError(RuntimeError)               a Workers setup or a per_worker factory raised
+    ├── RunCancelledError(CancelledError)      the run's cancel= event was set (concurrent.futures')
     ├── NotPicklableError(TypeError)           func or setup cannot be sent to worker processes
     ├── MissingFileError(FileNotFoundError)    a file chunkmap was asked to read does not exist
     ├── FormatError(ValueError)                bytes that are not what they claim to be
@@ -44,6 +45,7 @@ class also derives from the builtin exception a caller would naturally catch, so
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
 from typing import Any
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "WorkerStartError",
     "WorkerImportError",
     "SetupError",
+    "RunCancelledError",
     "NotPicklableError",
     "MissingFileError",
     "FormatError",
@@ -201,6 +204,10 @@ class SetupError(ChunkmapError, RuntimeError):
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
         return cls(f"{what} raised {type(exc).__name__}: {exc} in {where}; it must succeed in every "
                    f"process that calls func. Its traceback:\n{trace}")
+
+
+class RunCancelledError(ChunkmapError, CancelledError):
+    """The run stopped because its ``cancel=`` event was set (from another thread)."""
 
 
 class NotPicklableError(ChunkmapError, TypeError):

@@ -31,6 +31,7 @@ __all__ = [
     "TIMEOUT",
     "KINDS",
     "Execution",
+    "Cancellation",
     "Evaluation",
     "ElementFailure",
     "ChunkOutput",
@@ -50,6 +51,27 @@ TIMEOUT = 3
 KINDS = {EXCEPTION: "exception", CRASH: "crash", TIMEOUT: "timeout"}
 
 
+class Cancellation:
+    """Whether a run must stop: set by chunkmap itself (an error, Ctrl-C), or through the ``cancel=`` event of the caller.
+
+    It reads as a ``threading.Event`` (``is_set``, ``set``); setting it never sets the caller's event.
+    """
+
+    def __init__(self, requested: Any = None) -> None:
+        self._event = threading.Event()
+        self.requested = requested  #: the caller's event (anything with ``is_set()``), or None
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set() or self.by_caller()
+
+    def by_caller(self) -> bool:
+        """Whether the caller's ``cancel=`` event asked the run to stop."""
+        return self.requested is not None and bool(self.requested.is_set())
+
+
 @dataclass
 class Execution:
     """What a run executes: the function, how each element's call is guarded, what workers do besides.
@@ -66,7 +88,7 @@ class Execution:
     max_calls: int | None = None
     max_memory: int | None = None
     progress: Callable[[int], None] | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: Cancellation = field(default_factory=Cancellation)
 
     def __reduce__(self):
         return (Execution, (self.func, self.skip, self.kwargs, self.timeout, self.setup, self.max_calls,
@@ -223,8 +245,13 @@ def evaluate(
     func: Callable[..., Any],
     skip: tuple[type[BaseException], ...] = (),
     kwargs: Mapping[str, Any] | None = None,
-) -> ChunkOutput:
+    cancelled: Cancellation | threading.Event | None = None,
+) -> ChunkOutput | None:
     """Evaluate the unmasked elements of flat indices ``[start, stop)`` of ``source`` in this process.
+
+    With ``cancelled``, the elements go in blocks (growing until one lasts
+    :data:`CANCEL_CHECK_SECONDS`), and the evaluation stops between two blocks once it is set:
+    then the result is None.
 
     Raises
     ------
@@ -243,8 +270,41 @@ def evaluate(
     started = time.perf_counter()
     flat_index, columns = source.gather(start, stop)
     try:
-        evaluation = evaluate_columns(func, columns, skip, kwargs)
+        if cancelled is None:
+            evaluation = evaluate_columns(func, columns, skip, kwargs)
+        else:
+            evaluation = _evaluate_in_blocks(func, columns, skip, kwargs, cancelled)
     except ElementFailure as failure:
         error = failure.to_element_error(int(flat_index[failure.position]), source.shape)
         raise error from failure.__cause__
+    if evaluation is None:
+        return None
     return ChunkOutput(index, flat_index, evaluation, time.perf_counter() - started)
+
+
+#: with a cancel event, an in-process evaluation looks at it about this often (seconds)
+CANCEL_CHECK_SECONDS = 0.05
+#: the first block of an in-process evaluation that can be cancelled
+FIRST_BLOCK = 256
+
+
+def _evaluate_in_blocks(func: Callable[..., Any], columns: Sequence[np.ndarray], skip: tuple[type[BaseException], ...],
+                        kwargs: Mapping[str, Any] | None, cancelled: Cancellation | threading.Event) -> Evaluation | None:
+    """:func:`evaluate_columns` block by block, None once ``cancelled`` is set between two blocks."""
+    length = len(columns[0]) if columns else 0
+    parts: list[tuple[int, Evaluation]] = []
+    first, block = 0, FIRST_BLOCK
+    while first < length:
+        if cancelled.is_set():
+            return None
+        last = min(first + block, length)
+        try:
+            part = evaluate_columns(func, [column[first:last] for column in columns], skip, kwargs)
+        except ElementFailure as failure:
+            raise ElementFailure(first + failure.position, failure.inputs, failure.exception_type,
+                                 failure.message) from failure.__cause__
+        parts.append((first, part))
+        if part.seconds < CANCEL_CHECK_SECONDS:
+            block *= 2
+        first = last
+    return Evaluation.join(parts, length)

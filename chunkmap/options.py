@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .errors import NotCallableError, OptionError
 
-__all__ = ["function", "skip_classes", "call_kwargs", "call_timeout", "chunk_option"]
+__all__ = ["function", "skip_classes", "call_kwargs", "call_timeout", "chunk_option", "cancel_event"]
 
 
 def function(func: Any) -> Callable[..., Any]:
@@ -81,4 +81,14 @@ def chunk_option(chunks: Any) -> int | str:
         return int(chunks)
     raise OptionError(
         f"chunks must be 'auto' or a positive int (unmasked elements per chunk); got {chunks!r}"
+    )
+
+
+def cancel_event(cancel: Any) -> Any:
+    """``cancel``: None, or an event (anything with ``is_set()``, such as ``threading.Event``)."""
+    if cancel is None or callable(getattr(cancel, "is_set", None)):
+        return cancel
+    raise OptionError(
+        f"cancel must be a threading.Event (set it from another thread to stop the run), or None; "
+        f"got {type(cancel).__name__} {cancel!r:.80}"
     )

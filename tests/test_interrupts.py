@@ -50,3 +50,48 @@ def test_ctrl_c_stops_a_run_within_a_second(scheduler, tmp_path):
     assert latency < 5
     assert report["notes"] == [f"chunkmap: finished chunks are kept in the checkpoint {tmp_path / 'ckpt'}; "
                                f"run the same call again to resume"]
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_a_cancel_event_set_from_another_thread_stops_the_run(scheduler, tmp_path):
+    import threading
+
+    import numpy as np
+
+    import chunkmap
+    from chunkmap.errors import RunCancelledError
+    from chunkmap.stub import slowlib
+
+    cancel = threading.Event()
+    timer = threading.Timer(1.0, cancel.set)
+    slowlib.set_cost_ns(1_000_000)  # 1 ms per call: 10 s of work on 2 cores
+    timer.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RunCancelledError, match="cancel= event was set") as raised:
+            chunkmap.run(slowlib.slow_computation, np.full(20_000, 0.5), np.full(20_000, 0.25), scheduler=scheduler,
+                         cancel=cancel, checkpoint=tmp_path, progress=False,
+                         workers=chunkmap.Workers(setup=(slowlib.set_cost_ns, (1_000_000,))))
+        stopped = time.monotonic() - started
+    finally:
+        timer.cancel()
+        slowlib.set_cost_ns(0)
+    print(f"{scheduler}: stopped {stopped - 1:.2f} s after the cancel")  # measured; the bound is generous
+    assert stopped < 6
+    assert raised.value.__notes__ == [f"chunkmap: finished chunks are kept in the checkpoint {tmp_path}; run the "
+                                      f"same call again to resume"]
+
+
+def test_the_callers_event_is_never_set_by_chunkmap():
+    import threading
+
+    import numpy as np
+
+    import chunkmap
+
+    cancel = threading.Event()
+    with pytest.raises(chunkmap.ElementError):
+        chunkmap.run(lambda x: 1 / x, np.arange(3.0), scheduler="threads", cancel=cancel, progress=False)
+    assert not cancel.is_set()
+    with pytest.raises(chunkmap.errors.OptionError, match="cancel must be a threading.Event"):
+        chunkmap.run(abs, np.arange(3.0), cancel=True)
