@@ -28,6 +28,8 @@ from .workers import Workers
 
 __all__ = ["run"]
 
+CANCELLED = "the run was cancelled: its cancel= event was set"
+
 
 def run(
     func: Callable[..., Any],
@@ -183,16 +185,17 @@ def run(
             execution.progress = reporter.advance if reporter is not None else None
             outputs, resumed = _compute(plan, chunks, execution, backend, saved, reporter)
             if execution.cancelled.by_caller():
-                raise RunCancelledError("the run was cancelled: its cancel= event was set")
-        except (KeyboardInterrupt, RunCancelledError) as interrupt:
-            if saved is not None:
-                interrupt.add_note(f"chunkmap: finished chunks are kept in the checkpoint {location.store.location}; "
-                                   f"run the same call again to resume")
-            raise
-        except Exception:
-            if execution.cancelled.by_caller():  # a worker stopped by the cancel, not a failure of its own
-                raise RunCancelledError("the run was cancelled: its cancel= event was set") from None
-            raise
+                raise RunCancelledError(CANCELLED)
+        except BaseException as error:
+            stopped = error
+            if execution.cancelled.by_caller() and not isinstance(error, KeyboardInterrupt):
+                stopped = error if isinstance(error, RunCancelledError) else RunCancelledError(CANCELLED)
+            if saved is not None and isinstance(stopped, (KeyboardInterrupt, RunCancelledError)):
+                stopped.add_note(f"chunkmap: finished chunks are kept in the checkpoint {location.store.location}; "
+                                 f"run the same call again to resume")
+            if stopped is error:
+                raise
+            raise stopped from None  # what a cancelled worker raised is not a failure of its own
         finally:
             if reporter is not None:
                 reporter.close()
