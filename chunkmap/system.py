@@ -59,7 +59,7 @@ def die_with_parent() -> None:
     """Have the kernel kill this process when its parent dies, even stuck in a C call (Linux).
 
     Linux's parent-death signal follows the *thread* that started the process, see
-    ``chunkmap.local.pool._SPAWNER``. Elsewhere nothing: EOF on the worker's pipe still ends it.
+    ``chunkmap.local.starter._SPAWNER``. Elsewhere nothing: EOF on the worker's pipe still ends it.
     """
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -9,9 +9,11 @@ three names:
   across runs; :func:`shutdown` stops it.
 
 Inside, one module per concept: :mod:`~chunkmap.local.pool` (the processes, their pipes and
-heartbeats), :mod:`~chunkmap.local.child` (the worker's entry point),
-:mod:`~chunkmap.local.isolation` (how a crash or a hang costs one element) and
-:mod:`~chunkmap.local.transport` (how a chunk's inputs reach a worker).
+heartbeats), :mod:`~chunkmap.local.starter` and :mod:`~chunkmap.local.template` (workers forked
+from a template process that imported everything once: a restart costs a fork),
+:mod:`~chunkmap.local.child` (the worker's entry point), :mod:`~chunkmap.local.isolation` (how a
+crash or a hang costs one element), :mod:`~chunkmap.local.transport` (how a chunk's inputs reach a
+worker) and :mod:`~chunkmap.local.freshness` (when the user's code changed: fresh workers).
 
 The names load on first use: a worker process imports ``chunkmap.local.child`` without the pool.
 """
