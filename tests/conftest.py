@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import cloudpickle
 import pytest
@@ -16,6 +13,7 @@ from distributed import Client, LocalCluster
 
 sys.path.insert(0, os.path.dirname(__file__))
 import elementwise  # noqa: E402
+from dask_processes import dask_command, die_with_parent, stop, wait_for_workers  # noqa: E402
 
 from chunkmap.testing import free_port  # noqa: E402
 
@@ -26,12 +24,6 @@ cloudpickle.register_pickle_by_value(elementwise)
 def ew():
     """The module of test functions and the serial reference."""
     return elementwise
-
-
-def dask_command() -> list[str]:
-    """The `dask` command line of this Python, whether or not its script is on PATH."""
-    script = shutil.which("dask", path=os.path.dirname(sys.executable)) or shutil.which("dask")
-    return [script] if script else [sys.executable, "-m", "distributed.cli.dask_spec"]
 
 
 @pytest.fixture(scope="session")
@@ -56,35 +48,6 @@ def cluster_address(tmp_path_factory):
             stack.callback(stop, processes[-1])
         wait_for_workers(address, 2, logs)
         yield address
-
-
-def die_with_parent() -> None:
-    """In the child: have Linux send SIGTERM if the test process dies without tearing down."""
-    import ctypes
-
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def wait_for_workers(address: str, count: int, logs) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with Client(address, timeout="2s") as client:
-                client.wait_for_workers(count, timeout=max(1.0, deadline - time.monotonic()))
-                return
-        except (OSError, TimeoutError):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the dask cluster did not start; see the logs in {logs}") from None
-            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from chunkmap.cli.demo import make_inputs
 from chunkmap.errors import ChunkmapError, WorkerImportError
 from chunkmap.shipping import own_source
 from chunkmap.testing import assert_matches_reference, free_port
-from conftest import dask_command, die_with_parent, stop, wait_for_workers
+from dask_processes import dask_command, die_with_parent, stop, wait_for_workers
 
 HELPER = """
 def bump(x):
