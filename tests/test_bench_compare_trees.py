@@ -16,4 +16,4 @@ def test_quick_mode_runs_and_times_both_trees():
     rows = [line for line in completed.stdout.splitlines() if line.startswith("| cost")]
     assert [row.split("|")[1].strip() for row in rows] == [
         "cost 0 us, 90,000 elements", "cost 1 us, 40,000 elements", "cost 100 us, 400 elements"]
-    assert all(row.count(" s") == 4 for row in rows)  # cold / warm for each tree
+    assert all(row.count(" / ") == 2 and row.count(" s |") == 2 for row in rows)  # cold / warm for each tree
