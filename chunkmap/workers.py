@@ -5,9 +5,9 @@ or threads) or a :class:`Workers`. A :class:`Setup` runs once in every process t
 ``func``, before its first call: in each worker process (again in every replacement), and in the
 calling process at the start of each ``sync`` or ``threads`` run; a run with another setup (or
 none) gets fresh worker processes, so no state of an earlier setup leaks into its calls.
-:func:`per_worker` builds the
-function itself in each process, for objects that cannot be pickled (SWIG handles, bound methods
-of SWIG objects, open files). Failures of either raise :class:`~chunkmap.errors.SetupError`.
+:func:`per_worker` builds the function itself in each process, for objects that cannot be
+pickled (SWIG handles, bound methods of SWIG objects, open files). Failures of either raise
+:class:`~chunkmap.errors.SetupError`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from .errors import OptionError, SetupError
 
-__all__ = ["Workers", "Setup", "PerWorker", "per_worker", "prepare", "this_process", "mark_worker_process",
+__all__ = ["Workers", "Setup", "PerWorker", "per_worker", "run_setup_once", "this_process", "mark_worker_process",
            "parse_bytes", "modules_to_preload"]
 
 #: per-worker functions kept built in one process (the most recently used ones)
@@ -72,22 +72,19 @@ _done: set[str] = set()
 _lock = threading.Lock()
 
 
-def prepare(func: Callable[..., Any], setup: Setup | None) -> Callable[..., Any]:
-    """In a worker process, before its calls: run ``setup`` if this process has not, build a per-worker ``func``.
-
-    Returns the callable to call on every element.
+def run_setup_once(setup: Setup | None) -> None:
+    """In a worker process, before its calls: run ``setup`` unless this process already has.
 
     Raises
     ------
     SetupError
-        The setup or the per-worker factory raised.
+        The setup raised.
     """
     if setup is not None and setup.key not in _done:
         with _lock:
             if setup.key not in _done:
                 setup.run(this_process())
                 _done.add(setup.key)
-    return func.build() if isinstance(func, PerWorker) else func
 
 
 _process = {"name": "the calling process"}

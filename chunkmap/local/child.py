@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import SetupError
 from ..kernel import COMPUTED, ElementFailure, Evaluation, evaluate_columns
 from ..system import die_with_parent, release_free_memory
-from ..workers import mark_worker_process, prepare
+from ..workers import mark_worker_process, run_setup_once
 
 HEARTBEAT_BYTES = 8
 #: the environment variable that hands a new worker (or template) the pool's ``sys.path``, as JSON
@@ -54,7 +54,8 @@ def serve(requests: Connection, responses: Connection, heartbeat: np.ndarray) ->
         columns = shared.columns()
         length = len(columns[0]) if columns else 0
         try:
-            response = ("done", evaluate_columns(prepare(func, setup), columns, skip, kwargs, heartbeat))
+            run_setup_once(setup)
+            response = ("done", evaluate_columns(func, columns, skip, kwargs, heartbeat))
         except ElementFailure as failure:
             response = ("raised", failure, _picklable(failure.__cause__))
         except SetupError as error:
