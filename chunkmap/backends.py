@@ -158,8 +158,8 @@ class DistributedBackend(Backend):
         self.owns = owns
 
     @classmethod
-    def current(cls) -> DistributedBackend:
-        """On the current ``distributed.Client``."""
+    def current(cls, workers: int | None = None) -> DistributedBackend:
+        """On the current ``distributed.Client`` (``workers`` is for the registry's signature: a cluster's size is its own)."""
         client = _current_client()
         if client is None:
             raise SchedulerError(
@@ -180,7 +180,7 @@ class DistributedBackend(Backend):
             self.client.close()
 
 
-#: the backends by name, the local ones made with their worker count (None: the default)
+#: the backends by name, each made with the worker count (None: the default; a cluster has its own)
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "sync": SyncBackend,
     "threads": ThreadsBackend,
@@ -235,7 +235,7 @@ def _resolve(scheduler: Any, client: Any, count: int | None) -> Backend:
     if isinstance(scheduler, str):
         name = ALIASES.get(scheduler.lower(), scheduler.lower())
         if name in BACKENDS:
-            return BACKENDS[name]() if name == "distributed" else BACKENDS[name](count)
+            return BACKENDS[name](count)
         if ADDRESS.match(scheduler):
             return DistributedBackend(_connect(scheduler), owns=True)
     elif _is_client(scheduler):
