@@ -159,7 +159,10 @@ class DistributedBackend(Backend):
 
     @classmethod
     def current(cls, workers: int | None = None) -> DistributedBackend:
-        """On the current ``distributed.Client`` (``workers`` is for the registry's signature: a cluster's size is its own)."""
+        """On the current ``distributed.Client``.
+
+        ``workers`` is there for the registry's signature: a cluster's size is its own.
+        """
         client = _current_client()
         if client is None:
             raise SchedulerError(
