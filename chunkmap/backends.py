@@ -78,7 +78,9 @@ class Backend:
 
     def execute(self, source: Source, execution: Execution, chunks: list[Chunk],
                 deliver: Callable[[ChunkOutput], None]) -> None:
-        """Evaluate ``chunks`` of ``source`` as ``execution`` says, handing each output to ``deliver`` (from any thread) as it completes.
+        """Evaluate ``chunks`` of ``source`` as ``execution`` says, each output to ``deliver`` as it completes.
+
+        ``deliver`` may be called from any thread.
 
         Raises
         ------

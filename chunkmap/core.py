@@ -115,8 +115,9 @@ def run(
         ``chunkmap.Workers(count=, setup=, max_calls=, max_memory=)`` to also run a setup once in
         every process that calls ``func`` (each worker, each replacement, each dask worker's
         workers, the calling process on ``sync`` and ``threads``) and to recycle workers after
-        ``max_calls`` calls or above ``max_memory`` resident bytes. Default: dask's ``num_workers`` setting, else one per usable CPU. For objects that
-        cannot be pickled (SWIG handles), pass ``func=chunkmap.per_worker(factory, ...)``.
+        ``max_calls`` calls or above ``max_memory`` resident bytes. Default: dask's
+        ``num_workers`` setting, else one per usable CPU. For objects that cannot be pickled
+        (SWIG handles), pass ``func=chunkmap.per_worker(factory, ...)``.
     cancel : threading.Event, optional
         Set it (from another thread) to stop the run within about a second: busy worker
         processes are killed, in-process evaluations stop between two blocks of elements, and

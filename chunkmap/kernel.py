@@ -52,7 +52,7 @@ KINDS = {EXCEPTION: "exception", CRASH: "crash", TIMEOUT: "timeout"}
 
 
 class Cancellation:
-    """Whether a run must stop: set by chunkmap itself (an error, Ctrl-C), or through the ``cancel=`` event of the caller.
+    """Whether a run must stop: set by chunkmap (an error, Ctrl-C), or through the caller's ``cancel=`` event.
 
     It reads as a ``threading.Event`` (``is_set``, ``set``); setting it never sets the caller's event.
     """
@@ -289,7 +289,8 @@ FIRST_BLOCK = 256
 
 
 def _evaluate_in_blocks(func: Callable[..., Any], columns: Sequence[np.ndarray], skip: tuple[type[BaseException], ...],
-                        kwargs: Mapping[str, Any] | None, cancelled: Cancellation | threading.Event) -> Evaluation | None:
+                        kwargs: Mapping[str, Any] | None,
+                        cancelled: Cancellation | threading.Event) -> Evaluation | None:
     """:func:`evaluate_columns` block by block, None once ``cancelled`` is set between two blocks."""
     length = len(columns[0]) if columns else 0
     parts: list[tuple[int, Evaluation]] = []

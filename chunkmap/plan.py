@@ -2,9 +2,11 @@
 
 numpy only. :func:`make_plan` builds the inputs and the mask; the layout (how many unmasked
 elements each chunk holds) is applied once, by :meth:`Plan.with_layout`, when it is known: an
-explicit ``chunks=``, a checkpoint's stored layout, or :func:`chunkmap.sizing.pilot`. Every element of the broadcast input shape has a *flat index*: its position in C order.
-A run's work is the set of unmasked flat indices; a :class:`Chunk` is a contiguous range of flat
-indices holding a fixed number of them, so masked elements cost nothing and never count as work.
+explicit ``chunks=``, a checkpoint's stored layout, or :func:`chunkmap.sizing.pilot`.
+
+Every element of the broadcast input shape has a *flat index*: its position in C order. A run's
+work is the set of unmasked flat indices; a :class:`Chunk` is a contiguous range of flat indices
+holding a fixed number of them, so masked elements cost nothing and never count as work.
 """
 
 from __future__ import annotations
