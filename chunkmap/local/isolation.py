@@ -83,6 +83,14 @@ def evaluate_isolated(inputs: ChunkInputs, execution: Execution, pool: WorkerPoo
                 progress(to - reported)
             reported = to
 
+    def blame(start: int, stop: int, position: int, name: str, message: str) -> None:
+        """The element at ``position`` of ``[start, stop)`` took its worker down: alone, a crash; else re-run alone."""
+        if stop - start == 1:
+            parts.append((start, failure(CRASH, name, message)))
+            advance(stop)
+        else:
+            todo[:0] = around(start + position, start, stop)
+
     setup_deaths = 0
     while todo:
         start, stop = todo.pop(0)
@@ -110,24 +118,14 @@ def evaluate_isolated(inputs: ChunkInputs, execution: Execution, pool: WorkerPoo
                     ) from None
                 todo.insert(0, (start, stop))
                 continue
-            if stop - start == 1:
-                parts.append((start, failure(CRASH, exit_name(death.returncode),
-                                             f"the worker process {describe_exit(death.returncode)} "
-                                             f"while evaluating this element")))
-                advance(stop)
-                continue
-            todo[:0] = around(start + death.position, start, stop)
+            blame(start, stop, death.position, exit_name(death.returncode),
+                  f"the worker process {describe_exit(death.returncode)} while evaluating this element")
             continue
         except WorkerOverMemory as excess:
             worker = pool.replace(worker)
-            if stop - start == 1:
-                parts.append((start, failure(CRASH, "MemoryLimit",
-                                             f"the worker process held {excess.resident:,} bytes, over "
-                                             f"max_memory={execution.max_memory:,}, while evaluating this "
-                                             f"element alone; it was killed")))
-                advance(stop)
-                continue
-            todo[:0] = around(start + excess.position, start, stop)
+            blame(start, stop, excess.position, "MemoryLimit",
+                  f"the worker process held {excess.resident:,} bytes, over max_memory="
+                  f"{execution.max_memory:,}, while evaluating this element alone; it was killed")
             continue
         except WorkerHung as hang:
             worker = pool.replace(worker)
