@@ -22,13 +22,13 @@ from .errors import CheckpointWarning, RunCancelledError
 from .kernel import Cancellation, ChunkOutput, Execution
 from .outputs import Delivery, Outputs
 from .plan import Plan, make_plan
-from .progress import Progress, make_progress
+from .progress import Progress, bar_name, make_progress
 from .result import Result, Stats
 from .workers import Workers
 
 __all__ = ["run"]
 
-CANCELLED = "the run was cancelled: its cancel= event was set"
+CANCELLED = "the run was cancelled (its cancel= event was set)"
 
 
 def run(
@@ -41,7 +41,7 @@ def run(
     client: Any = None,
     kwargs: Mapping[str, Any] | None = None,
     timeout: float | None = None,
-    progress: bool | Callable[[int, int, int], None] | None = None,
+    progress: bool | Mapping[str, Any] | Callable[[int, int, int], None] | None = None,
     checkpoint: Any = None,
     workers: int | Workers | None = None,
     cancel: Any = None,
@@ -92,12 +92,16 @@ def run(
         Run on this client's cluster; the same as ``scheduler=client``.
     kwargs : mapping, optional
         Keyword arguments passed to every call of ``func``.
-    progress : bool, callable or None, optional
+    progress : bool, dict, tqdm bar, callable or None, optional
         A live count of elements (done/total, rate, ETA, failures). ``None`` (the default)
-        shows a tqdm bar when interactive (Jupyter, IPython, a terminal) and tqdm is
-        installed; ``True`` always (it needs the ``progress`` extra); ``False`` never; a
-        callable is called with ``(done, total, failed)`` after every change. Counts are
-        unmasked elements; they only grow, also when a range is re-run after a crash.
+        shows a tqdm bar named after ``func`` when interactive (Jupyter, IPython, a terminal)
+        and tqdm is installed; ``True`` always (it needs the ``progress`` extra); a dict too,
+        with these tqdm options over chunkmap's (``{"desc": "fit", "leave": False}``); a tqdm
+        bar is reset to the run's total, updated and left open; ``False`` never; a callable is
+        called with ``(done, total, failed)`` after every change. Counts are unmasked elements;
+        they only grow, also when a range is re-run after a crash. Elements resumed from a
+        checkpoint are the bar's starting point, not part of its rate: the rate and ETA are
+        this run's, and the final rate is ``result.stats.rate``.
     checkpoint : str, path, store or chunkmap.Checkpoint, optional
         Persist every finished chunk there (a directory, or a ``redis://`` URL) and reuse
         finished chunks when the same call runs again: after a crash, a kill or Ctrl-C, the
@@ -181,22 +185,23 @@ def run(
         plan = make_plan(arrays, mask=mask)
         saved = location.open_run(plan, execution, chunks) if location is not None else None
         reporter = None
+        deliveries: list[Delivery] = []  # the run's, once laid out (what an interrupt reports)
         try:
-            reporter = make_progress(progress, plan.unmasked)
+            reporter = make_progress(progress, plan.unmasked, desc=bar_name(func), started=started)
             execution.progress = reporter.advance if reporter is not None else None
-            outputs, resumed = _compute(plan, chunks, execution, backend, saved, reporter)
+            outputs, resumed = _compute(plan, chunks, execution, backend, saved, reporter, deliveries)
             if execution.cancelled.by_caller():
                 raise RunCancelledError(CANCELLED)
         except BaseException as error:
-            stopped = error
-            if execution.cancelled.by_caller() and not isinstance(error, KeyboardInterrupt):
-                stopped = error if isinstance(error, RunCancelledError) else RunCancelledError(CANCELLED)
-            if saved is not None and isinstance(stopped, (KeyboardInterrupt, RunCancelledError)):
-                stopped.add_note(f"chunkmap: finished chunks are kept in the checkpoint {location.store.location}; "
-                                 f"run the same call again to resume")
-            if stopped is error:
+            if not isinstance(error, KeyboardInterrupt) and not execution.cancelled.by_caller():
                 raise
-            raise stopped from None  # what a cancelled worker raised is not a failure of its own
+            # Ctrl-C or the caller's cancel: one line saying what is kept, without the frames of dask
+            done = deliveries[0].done() if deliveries else 0
+            kept = (f"finished chunks are kept in {location.store.location}; run the same call again to resume"
+                    if saved is not None else "nothing was kept: pass checkpoint= to keep work")
+            if isinstance(error, KeyboardInterrupt):
+                raise KeyboardInterrupt(f"interrupted after {done:,} of {plan.unmasked:,} elements; {kept}") from None
+            raise RunCancelledError(f"{CANCELLED} after {done:,} of {plan.unmasked:,} elements; {kept}") from None
         finally:
             if reporter is not None:
                 reporter.close()
@@ -222,8 +227,11 @@ def run(
 
 
 def _compute(plan: Plan, chunks: int | str, execution: Execution, backend: Backend, saved: RunCheckpoint | None,
-             reporter: Progress | None) -> tuple[Outputs, int]:
-    """Lay out the chunks, take the checkpoint's finished ones, compute the rest: the outputs and resumed count."""
+             reporter: Progress | None, deliveries: list[Delivery]) -> tuple[Outputs, int]:
+    """Lay out the chunks, take the checkpoint's finished ones, compute the rest: the outputs and resumed count.
+
+    The run's :class:`Delivery` is appended to ``deliveries`` as soon as it exists.
+    """
     layout = saved.stored_layout() if saved is not None else None
     pilot_outputs: list[ChunkOutput] = []
     if layout is None and chunks != "auto":
@@ -233,6 +241,7 @@ def _compute(plan: Plan, chunks: int | str, execution: Execution, backend: Backe
         layout = (*sizing.pilot(plan, backend.workers, execute, pilot_outputs.append), backend.workers)
     plan = plan.with_layout(*(layout or ((), 1, 0)))
     deliver = Delivery(plan.chunks, Outputs(plan.shape, plan.chunks), saved, reporter)
+    deliveries.append(deliver)
     resumed = 0
     if saved is not None:
         saved.begin(plan)

@@ -145,6 +145,10 @@ class Delivery:
             self.progress.advance(elements, sum(len(output.evaluation.failures) for output in outputs))
         return elements
 
+    def done(self) -> int:
+        """Elements of the chunks delivered so far (computed, failed or resumed)."""
+        return sum(chunk.size for chunk in self.chunks if self.outputs.completed[chunk.index])
+
     def remaining(self) -> list[Chunk]:
         """The chunks no output has been delivered for yet."""
         return [chunk for chunk in self.chunks if not self.outputs.completed[chunk.index]]
