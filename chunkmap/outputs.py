@@ -142,7 +142,7 @@ class Delivery:
             self.outputs.add(output)
         elements = sum(len(output.flat_index) for output in outputs)
         if self.progress is not None:
-            self.progress.advance(elements, sum(len(output.evaluation.failures) for output in outputs))
+            self.progress.resume(elements, sum(len(output.evaluation.failures) for output in outputs))
         return elements
 
     def done(self) -> int:
