@@ -51,6 +51,8 @@ class FailureRecords:
     (2, [(1, 'ValueError', 'bad'), (4, 'KeyError', "'k'")])
     >>> list(FailureRecords.concat([records, records], [0, 10]))[2:]
     [(11, 'ValueError', 'bad'), (14, 'KeyError', "'k'")]
+    >>> list(records.take([1]))
+    [(4, 'KeyError', "'k'")]
     """
 
     positions: np.ndarray
@@ -141,6 +143,24 @@ class FailureRecords:
                 messages.extend(bytes(view[start:end]).decode(_ENCODING, _ERRORS)
                                 for start, end in zip([0, *ends[:-1]], ends))
         return messages
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> FailureRecords:
+        """The records at ``indices`` (in that order, each in ``range(len(self))``), packed anew.
+
+        Only the blocks holding them are decompressed, so the first rows of millions of failures
+        cost one block, not every message.
+        """
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        block_starts = np.concatenate([[0], np.cumsum(self.block_counts)]).astype(np.int64)
+        texts: dict[int, bytes] = {}
+        messages = []
+        for index, block in zip(indices.tolist(), (np.searchsorted(block_starts, indices, "right") - 1).tolist()):
+            if block not in texts:
+                texts[block] = zlib.decompress(self.blocks[block])
+            start = int(self.text_ends[index - 1]) if index > block_starts[block] else 0
+            messages.append(texts[block][start : int(self.text_ends[index])].decode(_ENCODING, _ERRORS))
+        names = [self.type_names[code] for code in self.type_codes[indices].tolist()]
+        return FailureRecords.from_columns(self.positions[indices], names, messages)
 
     def __iter__(self) -> Iterator[tuple[int, str, str]]:
         return iter(zip(self.positions.tolist(), self.types(), self.messages()))

@@ -8,12 +8,14 @@ the broadcast input shape whatever the scheduler.
 from __future__ import annotations
 
 import functools
+import itertools
 import numbers
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, overload
 
 import numpy as np
 
+from .display import failures_html, failures_text, result_html, result_text
 from .failures import FailureRecords
 
 __all__ = ["Result", "Failures", "Failure", "Stats", "unravel"]
@@ -93,9 +95,11 @@ class Failure:
 class Failures:
     """The table of elements whose call failed, in C order.
 
-    Iterating yields :class:`Failure` records; the columns are also available whole. The
-    strings are kept packed (:class:`~chunkmap.failures.FailureRecords`) and the string
-    columns are built on first access.
+    Indexing with an int gives a :class:`Failure` record, with a slice, an int array or a
+    boolean mask the :class:`Failures` of those records; iterating yields the records. The
+    columns are also available whole. The strings are kept packed
+    (:class:`~chunkmap.failures.FailureRecords`): a record or a slice decompresses only the
+    blocks holding it, and the string columns are built on first access.
 
     Attributes
     ----------
@@ -108,6 +112,17 @@ class Failures:
         The exception's class name.
     messages : ndarray of str (object dtype)
         ``str()`` of the exception.
+
+    Examples
+    --------
+    >>> failures = Failures((3, 4), [1, 6, 11], ["KeyError", "ValueError", "ValueError"], ["'k'", "a", "b"],
+    ...                     ["exception", "crash", "exception"])
+    >>> failures[1:]
+    <chunkmap.Failures: 2 failed elements (exception 1, crash 1; ValueError 2)
+      (1, 2)  crash  ValueError: a
+      (2, 3)  exception  ValueError: b>
+    >>> [failure.coords for failure in failures[::2]], failures.counts_by_kind()
+    ([(0, 1), (2, 3)], {'exception': 2, 'crash': 1})
     """
 
     def __init__(
@@ -166,19 +181,53 @@ class Failures:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> Failure:
-        coords = tuple(int(axis[i]) for axis in self.coords)
-        return Failure(coords, str(self.kinds[i]), str(self.types[i]), str(self.messages[i]))
+    def counts_by_kind(self) -> dict[str, int]:
+        """How many failures of each kind (``"exception"``, ``"crash"``, ``"timeout"``), none left at 0."""
+        counts = np.bincount(self._kind_codes, minlength=len(self._kind_names)).tolist()
+        return {name: count for name, count in zip(self._kind_names, counts) if count}
+
+    def counts_by_type(self) -> dict[str, int]:
+        """How many failures of each exception type, by name."""
+        counts = np.bincount(self.records.type_codes, minlength=len(self.records.type_names)).tolist()
+        return {name: count for name, count in sorted(zip(self.records.type_names, counts)) if count}
+
+    @overload
+    def __getitem__(self, key: int) -> Failure: ...
+
+    @overload
+    def __getitem__(self, key: slice | np.ndarray) -> Failures: ...
+
+    def __getitem__(self, key: int | slice | np.ndarray) -> Failure | Failures:
+        """One :class:`Failure` for an int (negative counts from the end); for a slice, an int
+        array or a boolean mask, the :class:`Failures` of those records."""
+        if isinstance(key, (numbers.Integral, np.integer)):
+            if not -len(self) <= key < len(self):
+                raise IndexError(f"failure {key} out of range: there are {len(self)} failures")
+            return next(iter(self._take(np.array([key % len(self)], np.int64))))
+        try:
+            indices = np.arange(len(self), dtype=np.int64)[key]
+        except IndexError as exc:
+            raise IndexError(f"cannot select failures with {key!r}: {exc}") from None
+        if indices.ndim != 1:
+            raise IndexError(f"cannot select failures with {key!r}: expected an int, a slice, an int array or "
+                             f"a boolean mask of length {len(self)}")
+        return self._take(indices)
+
+    def _take(self, indices: np.ndarray) -> Failures:
+        return Failures.from_records(self.shape, self.records.take(indices), self._kind_codes[indices],
+                                     self._kind_names)
 
     def __iter__(self) -> Iterator[Failure]:
-        return (self[i] for i in range(len(self)))
+        kinds = (self._kind_names[code] for code in self._kind_codes.tolist())
+        coords = zip(*(axis.tolist() for axis in self.coords)) if self.shape else itertools.repeat(())
+        return (Failure(tuple(where), kind, type_, message) for where, kind, (_, type_, message)
+                in zip(coords, kinds, self.records))
 
     def __repr__(self) -> str:
-        if not len(self):
-            return "Failures(0)"
-        counts = np.bincount(self.records.type_codes, minlength=len(self.records.type_names))
-        by_type = ", ".join(f"{name}: {count}" for name, count in sorted(zip(self.records.type_names, counts.tolist())))
-        return f"Failures({len(self)}; {by_type})"
+        return failures_text(self)
+
+    def _repr_html_(self) -> str:
+        return failures_html(self)
 
 
 class Result:
@@ -210,6 +259,13 @@ class Result:
     >>> result.to_dense()
     array([[1.5, nan],
            [nan, 2.5]])
+    >>> len(result), result.failures[-1]
+    (2, Failure(coords=(0, 1), kind='exception', type='ValueError', message='bad'))
+    >>> result
+    <chunkmap.Result shape=(2, 2) dtype=float64
+      elements 4
+      computed 2  50.0%
+      failed   1  25.0%: exception 1>
     """
 
     def __init__(
@@ -234,8 +290,17 @@ class Result:
         return np.ravel_multi_index(self.coords, self.shape).astype(np.int64, copy=False)
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        """The coordinate arrays, then the values: ``xs, ys, values = result``."""
         yield from self.coords
         yield self.values
+
+    def __len__(self) -> int:
+        """The number of computed elements (``len(result.values)``), not of the arrays unpacked."""
+        return len(self.values)
+
+    def __bool__(self) -> bool:
+        """Always true, as before ``len`` was defined: a result that computed nothing is still a result."""
+        return True
 
     def to_dense(self, fill_value: Any = None) -> np.ndarray:
         """The results as an array of the input shape, ``fill_value`` where nothing was computed.
@@ -264,8 +329,7 @@ class Result:
         return np.ma.MaskedArray(data, mask=mask)
 
     def __repr__(self) -> str:
-        stats = f"; {self.stats.summary()}" if self.stats else ""
-        return (
-            f"<chunkmap.Result shape={self.shape} computed={len(self.values)} "
-            f"dtype={self.values.dtype} failed={len(self.failures)}{stats}>"
-        )
+        return result_text(self)
+
+    def _repr_html_(self) -> str:
+        return result_html(self)
