@@ -79,6 +79,9 @@ class Progress:
 
     def _show(self, elements: int, failed: int, resumed: bool) -> None:
         bar = self._bar
+        if bar.disable:  # a disabled bar has no state to show (nor an ``initial``)
+            bar.n = self.done
+            return
         if failed:
             bar.set_postfix(failed=f"{self.failed:,}", refresh=False)
         if resumed:

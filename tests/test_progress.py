@@ -187,3 +187,11 @@ def test_the_callable_counts_resumed_elements_as_done(tmp_path):
                                    scheduler="sync", checkpoint=tmp_path)
     assert updates[0][:2] == (result.stats.resumed, 1000) and 0 < result.stats.resumed < 1000
     assert_monotone_to_total(updates, 1000, len(result.failures))
+
+
+def test_a_disabled_bar_resumes_quietly(ew, tmp_path, capsys):
+    a = np.arange(100.0)
+    for _ in range(2):
+        result = chunkmap.run(ew.scaled, a, a, chunks=10, checkpoint=tmp_path, scheduler="sync",
+                              progress={"disable": True})
+    assert result.stats.resumed == 100 and capsys.readouterr().err == ""
