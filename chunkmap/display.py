@@ -14,7 +14,7 @@ import html
 import math
 from typing import Any
 
-__all__ = ["result_text", "result_html", "failures_text", "failures_html"]
+__all__ = ["result_text", "result_html", "failures_summary", "failures_text", "failures_html"]
 
 #: failure rows shown by the text and the HTML summaries before "... N more"
 TEXT_ROWS, HTML_ROWS = 5, 10
@@ -81,11 +81,16 @@ def result_html(result: Any) -> str:
             f"{failures}</div>")
 
 
-def _failures_title(failures: Any) -> str:
+def failures_summary(failures: Any) -> str:
+    """One line: how many failed, by kind and by exception type."""
     if not len(failures):
-        return "chunkmap.Failures: none"
-    return (f"chunkmap.Failures: {len(failures):,} failed element{'s' if len(failures) > 1 else ''} "
+        return "none"
+    return (f"{len(failures):,} failed element{'s' if len(failures) > 1 else ''} "
             f"({_counts(failures.counts_by_kind())}; {_counts(failures.counts_by_type())})")
+
+
+def _failures_title(failures: Any) -> str:
+    return f"chunkmap.Failures: {failures_summary(failures)}"
 
 
 def failures_text(failures: Any) -> str:
@@ -93,8 +98,11 @@ def failures_text(failures: Any) -> str:
     title = _failures_title(failures)
     if not len(failures):
         return f"<{title}>"
-    lines = [f"  {failure.coords}  {failure.kind}  {failure.type}: {_one_line(failure.message, TEXT_MESSAGE)}"
-             for failure in failures[:TEXT_ROWS]]
+    shown = list(failures[:TEXT_ROWS])
+    where = max(len(str(failure.coords)) for failure in shown)
+    kind = max(len(failure.kind) for failure in shown)
+    lines = [f"  {str(failure.coords):<{where}}  {failure.kind:<{kind}}  {failure.type}: "
+             f"{_one_line(failure.message, TEXT_MESSAGE)}" for failure in shown]
     if len(failures) > TEXT_ROWS:
         lines.append(f"  ... {len(failures) - TEXT_ROWS:,} more")
     return "\n".join([f"<{title}", *lines]) + ">"

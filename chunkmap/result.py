@@ -15,7 +15,7 @@ from typing import Any, Iterator, Sequence, overload
 
 import numpy as np
 
-from .display import failures_html, failures_text, result_html, result_text
+from .display import failures_html, failures_summary, failures_text, result_html, result_text
 from .failures import FailureRecords
 
 __all__ = ["Result", "Failures", "Failure", "Stats", "unravel"]
@@ -119,10 +119,12 @@ class Failures:
     ...                     ["exception", "crash", "exception"])
     >>> failures[1:]
     <chunkmap.Failures: 2 failed elements (exception 1, crash 1; ValueError 2)
-      (1, 2)  crash  ValueError: a
+      (1, 2)  crash      ValueError: a
       (2, 3)  exception  ValueError: b>
     >>> [failure.coords for failure in failures[::2]], failures.counts_by_kind()
     ([(0, 1), (2, 3)], {'exception': 2, 'crash': 1})
+    >>> failures.summary()
+    '3 failed elements (exception 2, crash 1; KeyError 1, ValueError 2)'
     """
 
     def __init__(
@@ -222,6 +224,10 @@ class Failures:
         coords = zip(*(axis.tolist() for axis in self.coords)) if self.shape else itertools.repeat(())
         return (Failure(tuple(where), kind, type_, message) for where, kind, (_, type_, message)
                 in zip(coords, kinds, self.records))
+
+    def summary(self) -> str:
+        """One line: how many failed, by kind and by exception type (``repr`` adds the first rows)."""
+        return failures_summary(self)
 
     def __repr__(self) -> str:
         return failures_text(self)
