@@ -19,7 +19,7 @@ entry                dtype, shape     meaning
 ``failure_types``    str, (F,)        the exception's class name
 ``failure_messages`` str, (F,)        its message
 ``stats``            str, ()          JSON of :class:`~chunkmap.Stats` (``null`` when absent)
-``job``              str, ()          JSON of what was run (function, inputs, mask, skip), or ``null``
+``job``              str, ()          JSON of what was run (function, inputs, mask, skip, kwargs)
 ==================== ================ =============================================================
 
 Every entry is a plain array, so ``np.load(path)`` (``allow_pickle=False``) reads the file
@@ -48,7 +48,7 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
+import uuid
 import zipfile
 from typing import Any, Sequence
 
@@ -131,18 +131,23 @@ def save_result(result: Result, path: str | os.PathLike[str], job: dict[str, Any
 
 
 def _write_atomically(path: str, entries: dict[str, np.ndarray]) -> None:
-    """``np.savez`` to a temporary file in ``path``'s folder, renamed over ``path`` once on disk."""
+    """``np.savez`` to a temporary file in ``path``'s folder, renamed over ``path`` once on disk.
+
+    The temporary file is created with mode 0666 less the umask, like any file a program writes
+    (and the checkpoint's records): ``tempfile`` would make it 0600, private to its owner.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with handle:
+        with open(descriptor, "wb") as handle:
             np.savez(handle, **entries)  # no object arrays: nothing pickles
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(handle.name, path)
+        os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):  # the folder itself may be gone
-            os.unlink(handle.name)
+            os.unlink(temporary)
         raise
 
 

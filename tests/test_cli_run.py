@@ -81,7 +81,7 @@ def test_the_seed_job_from_files_equals_the_serial_loop(tmp_path, inputs):
         np.testing.assert_array_equal(a1[xs, ys] > -1e10, True)
         assert json.loads(str(data["job"])) == {
             "function": f"{STUB}:slow_computation", "inputs": ["a2.npy", "a1.npy"], "mask": "in2 <= -1e10",
-            "skip": [f"{STUB}:InternalError"],
+            "skip": [f"{STUB}:InternalError"], "kwargs": {},
         }
     assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
 
@@ -155,7 +155,9 @@ def test_bad_jobs_exit_2_with_a_clear_message(tmp_path, inputs, args, message):
 def test_an_unlisted_exception_fails_the_job_with_exit_1(tmp_path, inputs):
     completed = run_cli(f"{STUB}:slow_computation", "a2.npy", "a1.npy", "-o", "out.npz", cwd=tmp_path)
     assert completed.returncode == 1, completed.stderr
-    assert "func raised InternalError" in completed.stderr and "pass skip=InternalError" in completed.stderr
+    assert "func raised InternalError" in completed.stderr
+    assert f"pass --skip {STUB}:InternalError to record such elements and go on" in completed.stderr
+    assert "skip=" not in completed.stderr
     assert "Traceback" not in completed.stderr
     assert not (tmp_path / "out.npz").exists()
 

@@ -8,6 +8,7 @@ URL; see :mod:`chunkmap.checkpoint`)::
     chunkmap run MODULE:FUNC IN1.npy [IN2.npy ...] -o result.npz
                  [--mask EXPR] [--skip MODULE:EXC ...] [--scheduler S] [--chunks N]
                  [--checkpoint DIR] [--timeout SECONDS] [--progress | --no-progress]
+                 [--const NAME=VALUE ...] [--kwargs JSON]
     chunkmap status CKPT                      every run there: progress, failures, running or not
     chunkmap failures CKPT [--run ID] [--csv] one run's failed elements (columns x0, x1, ... per
                                               axis, kind, type, message)
@@ -18,8 +19,11 @@ holds one run. ``--csv`` writes every failure, untruncated, as CSV (RFC 4180, ``
 
 Exit status: 0 on success (also for a location without runs), 1 when a job's function raised an
 exception not listed in ``--skip``, 2 for a usage or input error and any chunkmap error (the message
-is printed on stderr after ``chunkmap: error:``: a missing location, an unknown or ambiguous run,
-a running run to remove, a result that cannot be written), 130 when interrupted with Ctrl-C.
+is printed on stderr after ``chunkmap: error:``: a function spec that is not an importable module's
+name, a module that raises as it is imported, a missing location, an unknown or ambiguous run, a
+running run to remove, a result that cannot be written), 130 when interrupted with Ctrl-C. Messages
+speak in options (``--skip RuntimeError``), not in ``run()``'s keywords
+(:mod:`chunkmap.cli.messages`).
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
+from .. import __version__
 from ..errors import ChunkmapError, ElementError, ResultWriteError
 from . import checkpoints
+from .constants import const_option, function_kwargs, kwargs_option
+from .messages import element_error_message
 
 __all__ = ["main"]
 
@@ -79,7 +86,20 @@ parentheses, and isnan(), isinf(), isfinite(), abs(). Precedence, tightest first
 comparisons, &, |; so "in1 <= -1e10 | isnan(in2)" means "(in1 <= -1e10) | isnan(in2)". Nothing
 else is accepted: the mask is parsed, never evaluated as Python.
 
+--const NAME=VALUE (repeatable; VALUE a Python literal, else a string) and --kwargs JSON (an object)
+are the function's constant keyword arguments: FUNC(in1, in2, ..., NAME=VALUE, ...).
+
 --checkpoint, --timeout and --progress are passed to chunkmap.run only when given.
+"""
+
+RUN_EPILOG = """exit status:
+  0    the job is done and the result written
+  1    the job failed: FUNC raised an exception not listed in --skip (the element, its inputs
+       and what to do are printed)
+  2    a bad request: arguments, function or exception spec, a module that fails to import,
+       inputs, mask, output, checkpoint, or a result that cannot be written
+  130  interrupted (Ctrl-C); with --checkpoint, finished chunks are kept and the same
+       command resumes
 """
 
 
@@ -88,6 +108,7 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
         "run",
         help="run MODULE:FUNC over .npy inputs and write the result to an .npz",
         description=RUN_DESCRIPTION,
+        epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("function", metavar="MODULE:FUNC", help="the scalar function, e.g. chunkmap.stub.slowlib:slow_computation")
@@ -107,18 +128,31 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
                      help="record a call running longer as a timeout failure")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show a progress bar (default: chunkmap.run's default)")
+    run.add_argument("--const", metavar="NAME=VALUE", type=const_option, action="append", default=[],
+                     help="a constant keyword argument of FUNC (repeatable); VALUE is a Python literal "
+                          "(2.5, 'text', True, (1, 2)), else taken as a string")
+    run.add_argument("--kwargs", metavar="JSON", type=kwargs_option, default=None,
+                     help='constant keyword arguments of FUNC as a JSON object, e.g. \'{"scale": 2.5}\'')
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit 2), like chunkmap's own."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="chunkmap",
         description="Run a slow scalar function over every element of large numpy arrays, in parallel.",
     )
+    parser.add_argument("--version", action="version", version=f"chunkmap {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
         help="run the seed's job on the bundled SWIG library and print a summary",
-        description="Two (size x size) float64 arrays with ~10%% masked sentinels, "
+        description="Two (size x size) float64 arrays with ~10% masked sentinels, "
         "slowlib.slow_computation at a chosen per-call cost, InternalError skipped.",
     )
     demo.add_argument("--size", type=positive_int, default=1000, help="side of the 2-D inputs (default 1000)")
@@ -173,18 +207,20 @@ def run_command(args: argparse.Namespace) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # MODULE:FUNC is found in the current directory, as with python -m
     try:
+        kwargs = function_kwargs(args.const, args.kwargs)
         result = jobs.run_job(
             args.function,
             args.inputs,
             mask=args.mask,
             skip=args.skip,
             output=args.output,
+            kwargs=kwargs,
             chunks=args.chunks,
             scheduler=args.scheduler,
             **options,
         )
     except ElementError as exc:  # the job ran and failed: not a usage error
-        return error(str(exc), 1)
+        return error(element_error_message(exc, len(args.inputs), kwargs), 1)
     except ResultWriteError as exc:
         return error(f"{exc}; {not_written_advice(args.checkpoint)}")
     except ChunkmapError as exc:

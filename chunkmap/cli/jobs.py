@@ -9,6 +9,7 @@ result file (:mod:`chunkmap.result_file`).
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from typing import Any, Sequence
 
@@ -52,6 +53,7 @@ def run_job(
     mask: str | None = None,
     skip: Sequence[str] = (),
     output: str | os.PathLike[str] | None = None,
+    kwargs: dict[str, Any] | None = None,
     **options: Any,
 ) -> Result:
     """Run ``MODULE:FUNC`` over ``.npy`` inputs and optionally write the result to ``output``.
@@ -70,6 +72,9 @@ def run_job(
     output : path, optional
         Write the result there with :func:`chunkmap.result_file.save_result` (checked before the
         run starts).
+    kwargs : dict, optional
+        ``func``'s constant keyword arguments (``--const``, ``--kwargs``), :func:`chunkmap.run`'s
+        ``kwargs=``; stored in the result file's ``job`` entry (as JSON, ``repr`` for other values).
     **options
         Passed on to :func:`chunkmap.run` (``chunks``, ``scheduler``, ``client``, and
         ``checkpoint``, ``timeout``, ``progress`` when this version of ``run`` has them).
@@ -89,6 +94,8 @@ def run_job(
     _check_run_options(options)
     if output is not None:
         output = check_output(output)
+    if kwargs:
+        options["kwargs"] = kwargs
     result = core.run(func, *job_inputs(inputs), mask=compiled, skip=exceptions, **options)
     if output is not None:
         job = {
@@ -96,6 +103,7 @@ def run_job(
             "inputs": [os.fspath(path) for path in inputs],
             "mask": None if compiled is None else compiled.text,
             "skip": list(skip),
+            "kwargs": json.loads(json.dumps(kwargs or {}, default=repr)),
         }
         save_result(result, output, job=job)
     return result

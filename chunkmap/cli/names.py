@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+from types import ModuleType
 from typing import Any, Callable
 
 from ..errors import NotCallableError, OptionError
@@ -28,8 +29,9 @@ def resolve(spec: str, what: str = "object", example: str = "chunkmap.stub.slowl
     Raises
     ------
     chunkmap.errors.OptionError
-        Not of the form ``MODULE:NAME``, the module cannot be found, or it has no such name.
-        (An exception raised while the module itself runs propagates unchanged.)
+        Not of the form ``MODULE:NAME``, ``MODULE`` is not an absolute dotted name (a path, a
+        relative import), the module cannot be found, raises as it is imported, or has no such
+        name.
 
     Examples
     --------
@@ -45,14 +47,13 @@ def resolve(spec: str, what: str = "object", example: str = "chunkmap.stub.slowl
         raise OptionError(
             f"the {what} must be given as MODULE:NAME, e.g. {example}; got {spec!r}"
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = f"module {exc.name!r}" if exc.name else "a module"
+    if not all(part.isidentifier() for part in module_name.split(".")):
         raise OptionError(
-            f"cannot import the {what} {spec!r}: {missing} is not found; check the spelling and that "
-            f"the module is importable here (installed, in the current directory, or on PYTHONPATH)"
-        ) from None
+            f"the {what} {spec!r} names the module {module_name!r}, which is not an absolute module name; "
+            f"expected dotted Python names such as package.module (not a path or a relative import): run "
+            f"from the folder holding the module, or add that folder to PYTHONPATH"
+        )
+    module = _import(module_name, spec, what)
     found: Any = module
     for number, part in enumerate(name.split(".")):
         try:
@@ -61,6 +62,23 @@ def resolve(spec: str, what: str = "object", example: str = "chunkmap.stub.slowl
             owner = module_name if number == 0 else f"{module_name}:{'.'.join(name.split('.')[:number])}"
             raise OptionError(f"module {owner!r} has no attribute {part!r} (from the {what} {spec!r})") from None
     return found
+
+
+def _import(module_name: str, spec: str, what: str) -> ModuleType:
+    """The module, or an OptionError saying why it cannot be imported (missing, or raising as it runs)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = f"module {exc.name!r}" if exc.name else "a module"
+        raise OptionError(
+            f"cannot import the {what} {spec!r}: {missing} is not found; check the spelling and that "
+            f"the module is importable here (installed, in the current directory, or on PYTHONPATH)"
+        ) from None
+    except (Exception, SystemExit) as exc:  # the module's own code failed as it ran
+        raise OptionError(
+            f"cannot import the {what} {spec!r}: importing the module {module_name!r} raised "
+            f"{type(exc).__name__}: {exc}; fix the module (python -c 'import {module_name}' shows the traceback)"
+        ) from None
 
 
 def resolve_function(spec: str) -> Callable[..., Any]:
