@@ -37,23 +37,22 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{name} {count:,}" for name, count in counts.items())
 
 
-def _rows(result: Any) -> list[tuple[str, str, str]]:
-    """``(label, count, detail)`` for each line of a result's summary."""
+def _rows(result: Any) -> list[tuple[str, str, str, str]]:
+    """``(label, count, share, detail)`` for each line of a result's summary."""
     stats = result.stats
     elements = stats.elements if stats else math.prod(result.shape)
     computed, failed = len(result.values), len(result.failures)
-    rows = [("elements", f"{elements:,}", ""),
-            ("computed", f"{computed:,}", _share(computed, elements)),
-            ("failed", f"{failed:,}", ": ".join(filter(None, [_share(failed, elements),
-                                                              _counts(result.failures.counts_by_kind())])))]
+    rows = [("elements", f"{elements:,}", "", ""),
+            ("computed", f"{computed:,}", _share(computed, elements), ""),
+            ("failed", f"{failed:,}", _share(failed, elements), _counts(result.failures.counts_by_kind()))]
     if stats:
-        rows.append(("masked", f"{stats.masked:,}", _share(stats.masked, elements)))
+        rows.append(("masked", f"{stats.masked:,}", _share(stats.masked, elements), ""))
         if stats.resumed:
-            rows.append(("resumed", f"{stats.resumed:,}", "from a checkpoint"))
+            rows.append(("resumed", f"{stats.resumed:,}", _share(stats.resumed, elements), "from a checkpoint"))
         where = f" on {stats.scheduler}" if stats.scheduler else ""
         if stats.workers and stats.scheduler not in ("", "sync"):  # sync runs in the caller, on no worker
             where += f" ({stats.workers} workers)"
-        rows.append(("time", f"{stats.wall_time:.3f} s", f"{stats.rate:,.0f} calls/s{where}"))
+        rows.append(("time", f"{stats.wall_time:.3f} s", "", f"{stats.rate:,.0f} calls/s{where}"))
     return rows
 
 
@@ -64,17 +63,18 @@ def _title(result: Any) -> str:
 def result_text(result: Any) -> str:
     """The ``repr`` of a Result: shape and dtype, then counts (by kind), time, rate and scheduler."""
     rows = _rows(result)
-    width = max(len(count) for _, count, _ in rows)
-    lines = [f"  {label:<9}{count:>{width}}  {detail}".rstrip() for label, count, detail in rows]
+    width = max(len(count) for _, count, _, _ in rows)
+    lines = [f"  {label:<9}{count:>{width}}  {share:>6}  {detail}".rstrip() for label, count, share, detail in rows]
     return "\n".join([f"<{_title(result)}", *lines]) + ">"
 
 
 def result_html(result: Any) -> str:
     """A Result as a small HTML table, followed by the first rows of its failures."""
+    left, right = _CELL.format("left"), _CELL.format("right")
     cells = "".join(
-        f"<tr><th style='{_CELL.format('left')}'>{label}</th><td style='{_CELL.format('right')}'>{count}</td>"
-        f"<td style='{_CELL.format('left')}'>{html.escape(detail)}</td></tr>"
-        for label, count, detail in _rows(result)
+        f"<tr><th style='{left}'>{label}</th><td style='{right}'>{count}</td><td style='{right}'>{share}</td>"
+        f"<td style='{left}'>{html.escape(detail)}</td></tr>"
+        for label, count, share, detail in _rows(result)
     )
     failures = failures_html(result.failures) if len(result.failures) else ""
     return (f"<div><strong>{html.escape(_title(result))}</strong><table>{cells}</table>"

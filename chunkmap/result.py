@@ -270,8 +270,8 @@ class Result:
     >>> result
     <chunkmap.Result shape=(2, 2) dtype=float64
       elements 4
-      computed 2  50.0%
-      failed   1  25.0%: exception 1>
+      computed 2   50.0%
+      failed   1   25.0%  exception 1>
     """
 
     def __init__(
