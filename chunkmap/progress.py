@@ -102,6 +102,43 @@ class Progress:
             self._bar.refresh()
 
 
+def _is_notebook_bar_class(cls: type) -> bool:
+    notebook = sys.modules.get("tqdm.notebook")
+    return notebook is not None and isinstance(cls, type) and issubclass(cls, notebook.tqdm_notebook)
+
+
+class _NotebookBar:
+    """A notebook's tqdm widget, replaced by its final text line when it closes.
+
+    A saved notebook keeps each output as it was last displayed: a widget's text fallback is
+    frozen at 0% (GitHub, nbviewer and HTML exports show no widgets). So the widget is displayed
+    under a display id, and closing the bar replaces that output with the bar's final line, the
+    same in the live notebook and in every saved copy.
+    """
+
+    def __init__(self, bar: Any) -> None:
+        from IPython.display import display
+
+        self._bar = bar
+        self._handle = display(bar.container, display_id=True) if not bar.disable else None
+        bar.displayed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bar, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._bar, name, value)
+
+    def close(self) -> None:
+        final = self._bar.format_meter(**self._bar.format_dict)
+        self._bar.close()
+        if self._handle is not None:
+            self._handle.update({"text/plain": final}, raw=True)
+
+
 def interactive() -> bool:
     """True in Jupyter/IPython and when standard error is a terminal."""
     if "ipykernel" in sys.modules or hasattr(sys, "ps1"):
@@ -192,6 +229,8 @@ def _new_bar(total: int, options: dict[str, Any]) -> Any:
             "pip install 'chunkmap[progress]' (or pass progress=False)"
         ) from None
     try:
+        if _is_notebook_bar_class(tqdm):
+            return _NotebookBar(tqdm(total=total, display=False, **options))
         return tqdm(total=total, **options)
     except TqdmKeyError as error:
         raise OptionError(

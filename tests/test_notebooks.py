@@ -13,5 +13,11 @@ import pytest
     ],
 )
 def test_notebook_executes(run_notebook, name, expected):
-    _, out = run_notebook(name)
+    notebook, out = run_notebook(name)
     assert expected in out
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    bars = [str(o.data["text/plain"]) for o in outputs if o.output_type == "display_data" and "el/s" in
+            str(o.data.get("text/plain", ""))]
+    # every progress widget was replaced by its final line (100%, or where a failing run stopped)
+    assert bars and any("100%|" in bar for bar in bars) and not any(" 0%|" in bar for bar in bars)
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]

@@ -94,7 +94,7 @@ def report(result: Result, cost_ns: int = 0, title: str | None = None) -> str:
         f"elements  {stats.elements:>14,}",
         f"masked    {stats.masked:>14,}  {share(stats.masked)}",
         f"computed  {stats.computed:>14,}  {share(stats.computed)}",
-        f"failed    {stats.failed:>14,}  {share(stats.failed)} {repr(result.failures)}",
+        f"failed    {stats.failed:>14,}  {share(stats.failed)} {result.failures.summary()}",
         f"time      {stats.wall_time:>14.3f} s",
         f"rate      {stats.rate:>14,.0f} calls/s",
     ]
