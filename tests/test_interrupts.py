@@ -116,3 +116,29 @@ def test_a_run_cancelled_without_a_checkpoint_says_nothing_was_kept():
     with pytest.raises(RunCancelledError, match=r"after 0 of 5 elements; nothing was kept: pass checkpoint= to keep "
                                                 r"work$"):
         chunkmap.run(abs, np.arange(5), scheduler="sync", cancel=cancel, progress=False)
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_two_ctrl_c_in_a_script_end_it_at_once_with_one_short_traceback(scheduler, tmp_path):
+    script = ("import sys, numpy as np, chunkmap\nfrom chunkmap.stub import slowlib, set_cost\nset_cost(1_000_000)\n"
+              "a = np.random.default_rng(0).random(20_000)\nprint('ready', flush=True)\n"
+              "chunkmap.run(slowlib.slow_computation, a, a, skip=slowlib.InternalError, scheduler=sys.argv[1], "
+              "progress=False)\n")
+    driver = subprocess.Popen([sys.executable, "-c", script, scheduler], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        driver.send_signal(signal.SIGINT)
+        time.sleep(0.03)
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=30)
+    finally:
+        driver.kill()
+        driver.wait()
+        driver.stdout.close()
+        driver.stderr.close()
+    assert stderr.count("Traceback") == 1 and "Exception ignored" not in stderr and "During handling" not in stderr
+    assert re.search(r"KeyboardInterrupt: interrupted after [\d,]+ of 20,000 elements; nothing was kept: pass "
+                     r"checkpoint= to keep work\n$", stderr)
+    assert "dask" not in stderr and len(stderr.splitlines()) <= 6
