@@ -24,6 +24,7 @@ from .outputs import Delivery, Outputs
 from .plan import Plan, make_plan
 from .progress import Progress, bar_name, make_progress
 from .result import Result, Stats
+from .system import one_interrupt
 from .workers import Workers
 
 __all__ = ["run"]
@@ -180,7 +181,7 @@ def run(
     chunks = options.chunk_option(chunks)
     location = Checkpoint.of(checkpoint) if checkpoint is not None else None
     backends.prewarm(scheduler, client, spec.count, execution)  # workers start while dask is imported
-    with backends.resolve(scheduler, client, spec.count) as backend:
+    with one_interrupt(), backends.resolve(scheduler, client, spec.count) as backend:
         backend.prepare(execution)
         plan = make_plan(arrays, mask=mask)
         saved = location.open_run(plan, execution, chunks) if location is not None else None

@@ -6,6 +6,7 @@ best answer; elsewhere each degrades to a safe default.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
@@ -13,9 +14,11 @@ import os
 import signal
 import socket
 import sysconfig
-from typing import Callable
+import threading
+from typing import Callable, Iterator
 
-__all__ = ["cpu_count", "release_free_memory", "die_with_parent", "free_port", "is_installed_file"]
+__all__ = ["cpu_count", "release_free_memory", "die_with_parent", "free_port", "is_installed_file",
+           "one_interrupt"]
 
 
 @functools.cache
@@ -84,3 +87,28 @@ def _installed_roots() -> tuple[str, ...]:
 def is_installed_file(path: str | None) -> bool:
     """Whether ``path`` belongs to the standard library or an installed package (not the user's code)."""
     return path is not None and os.path.isabs(path) and os.path.realpath(path).startswith(_installed_roots())
+
+
+@contextlib.contextmanager
+def one_interrupt() -> Iterator[None]:
+    """Within: the first Ctrl-C raises ``KeyboardInterrupt`` as usual, the ones after it are ignored.
+
+    A run that was interrupted unwinds (workers killed, the checkpoint closed) in well under a
+    second; a second Ctrl-C meanwhile would only add another traceback from wherever it lands.
+    Only in the main thread, and only over Python's own handler (never over one the caller
+    installed); the handler is restored on the way out.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def first(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
