@@ -210,7 +210,7 @@ class FileLease:
         path = self.store._file(self.key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)  # the umask decides
         except OSError as exc:
             raise self.store._failed("lock", self.key, exc) from None
         deadline = time.monotonic() + BUSY_RETRY
