@@ -162,6 +162,16 @@ def run(
         The checkpoint cannot be written or trusted (a full disk, a corrupt manifest), another
         live run holds it (``CheckpointBusyError``), or ``func`` cannot be fingerprinted
         (``IdentityError``).
+    chunkmap.errors.NotPicklableError
+        ``func``, ``kwargs`` or the setup cannot be sent to the worker processes of
+        ``processes`` or a cluster (before any work).
+    chunkmap.errors.SetupError
+        The ``Workers`` setup or a ``per_worker`` factory raised.
+    chunkmap.errors.UnpicklableResultError
+        ``func`` returned a value that cannot be sent back from a worker process.
+    chunkmap.errors.RunCancelledError
+        The ``cancel=`` event was set. Ctrl-C raises ``KeyboardInterrupt`` with the same one-line
+        account of what was done and kept.
 
     Examples
     --------
