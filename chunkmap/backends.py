@@ -262,8 +262,7 @@ def prewarm(scheduler: Any = None, client: Any = None, count: int | None = None,
     Only when that is known without importing dask: ``scheduler="processes"``, or no choice at
     all in a process that has not imported dask (so no setting or Client can say otherwise).
     """
-    untouched = "dask" not in sys.modules and not any(name.startswith("DASK_") for name in os.environ)
-    if client is None and ((scheduler is None and untouched) or scheduler in ("processes", "multiprocessing")):
+    if client is None and ((scheduler is None and not _dask_may_be_configured()) or scheduler in ("processes", "multiprocessing")):
         from .local import shared_pool
 
         shared_pool(count or default_count(), *(execution.pool_key() if execution is not None else ()))
@@ -271,13 +270,18 @@ def prewarm(scheduler: Any = None, client: Any = None, count: int | None = None,
 
 def default_count() -> int:
     """Local workers when ``workers=`` does not say: dask's ``num_workers`` setting, else the usable CPUs."""
-    if "dask" in sys.modules or any(name.startswith("DASK_") for name in os.environ):
+    if _dask_may_be_configured():
         import dask.config
 
         configured = dask.config.get("num_workers", None)
         if configured:
             return int(configured)
     return cpu_count()
+
+
+def _dask_may_be_configured() -> bool:
+    """Whether dask's settings may say something: dask is imported, or a ``DASK_*`` variable is set."""
+    return "dask" in sys.modules or any(name.startswith("DASK_") for name in os.environ)
 
 
 def _check_picklable(what: str, value: Any, scheduler: str) -> None:

@@ -20,7 +20,6 @@ dashboard shows what runs.
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from typing import Any, Callable
@@ -32,7 +31,7 @@ import dask.threaded
 from .kernel import ChunkOutput, Execution
 from .plan import Chunk
 from .source import Source
-from .workers import PerWorker
+from .workers import underlying
 
 __all__ = ["compute_local", "compute_distributed", "task_name", "chunk_bag"]
 
@@ -53,8 +52,7 @@ def task_name(func: Callable[..., Any]) -> str:
     >>> task_name(slowlib.slow_computation), task_name(slowlib.Model.predict), task_name(lambda x: x)
     ('chunkmap-slow-computation', 'chunkmap-Model-predict', 'chunkmap-lambda')
     """
-    while isinstance(func, (functools.partial, PerWorker)):
-        func = func.func if isinstance(func, functools.partial) else func.factory
+    func = underlying(func)
     qualname = getattr(func, "__qualname__", None) or type(func).__name__
     words = re.findall(r"[A-Za-z]+", qualname.replace("<locals>", "")) or ["func"]
     name = "chunkmap"

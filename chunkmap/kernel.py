@@ -154,6 +154,10 @@ class ElementFailure(Exception):
         self.message = message
         self.returned = returned  #: func returned a value of type ``exception_type`` that cannot be pickled
 
+    def shifted(self, offset: int) -> ElementFailure:
+        """The same failure, its position counted from ``offset`` elements earlier (a part's within its chunk)."""
+        return ElementFailure(offset + self.position, self.inputs, self.exception_type, self.message, self.returned)
+
     def to_element_error(self, flat_index: int, shape: tuple[int, ...]) -> ElementError:
         coords = tuple(int(c) for c in np.unravel_index(flat_index, shape)) if shape else ()
         error = UnpicklableResultError if self.returned else ElementError
@@ -302,8 +306,7 @@ def _evaluate_in_blocks(func: Callable[..., Any], columns: Sequence[np.ndarray],
         try:
             part = evaluate_columns(func, [column[first:last] for column in columns], skip, kwargs)
         except ElementFailure as failure:
-            raise ElementFailure(first + failure.position, failure.inputs, failure.exception_type,
-                                 failure.message) from failure.__cause__
+            raise failure.shifted(first) from failure.__cause__
         parts.append((first, part))
         if part.seconds < CANCEL_CHECK_SECONDS:
             block *= 2

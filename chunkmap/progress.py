@@ -12,7 +12,6 @@ magnitude (a 98k calls/s run ended at "17.2 el/s").
 
 from __future__ import annotations
 
-import functools
 import sys
 import threading
 import time
@@ -160,10 +159,9 @@ def _is_tqdm(progress: Any) -> bool:
 
 def bar_name(func: Callable[..., Any]) -> str:
     """A short name for ``func``'s bar: its qualified name (a ``per_worker``'s factory's)."""
-    from .workers import PerWorker
+    from .workers import underlying
 
-    while isinstance(func, (functools.partial, PerWorker)):
-        func = func.func if isinstance(func, functools.partial) else func.factory
+    func = underlying(func)
     return getattr(func, "__qualname__", None) or type(func).__name__
 
 

@@ -12,6 +12,7 @@ pickled (SWIG handles, bound methods of SWIG objects, open files). Failures of e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -25,7 +26,7 @@ from typing import Any, Callable
 from .errors import OptionError, SetupError
 
 __all__ = ["Workers", "Setup", "PerWorker", "per_worker", "run_setup_once", "this_process", "mark_worker_process",
-           "parse_bytes", "modules_to_preload"]
+           "parse_bytes", "modules_to_preload", "underlying"]
 
 #: per-worker functions kept built in one process (the most recently used ones)
 BUILT_KEPT = 8
@@ -270,6 +271,13 @@ def parse_bytes(size: Any) -> int:
         f"max_memory must be a positive number of bytes, or a string such as '2 GiB' or '500 MB' "
         f"(units {', '.join(unit for unit in UNITS if unit)}); got {size!r}"
     )
+
+
+def underlying(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function a stand-in names: through ``functools.partial`` and :class:`PerWorker` (its factory)."""
+    while isinstance(func, (functools.partial, PerWorker)):
+        func = func.func if isinstance(func, functools.partial) else func.factory
+    return func
 
 
 def modules_to_preload(func: Callable[..., Any]) -> tuple[str, ...]:

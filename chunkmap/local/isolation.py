@@ -153,9 +153,7 @@ def _raise(kind: str, rest: list[Any], start: int) -> None:
     """Raise what a worker's response reports instead of an evaluation (positions shifted by ``start``)."""
     if kind == "raised":
         element_failure, cause = rest
-        shifted = ElementFailure(start + element_failure.position, element_failure.inputs,
-                                 element_failure.exception_type, element_failure.message, element_failure.returned)
-        raise shifted from cause
+        raise element_failure.shifted(start) from cause
     raise rest[0]  # "setup": the SetupError; "interrupt": KeyboardInterrupt or SystemExit, as on sync
 
 
