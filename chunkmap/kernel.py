@@ -217,6 +217,8 @@ def _loopable(column: np.ndarray) -> np.ndarray:
         column = column.astype(np.float32)
     elif not column.dtype.isnative:
         column = column.astype(column.dtype.newbyteorder("="))
+    elif column.dtype.byteorder not in "=|":  # native, but spelled '<' (zarr's dtypes): the loop reads '=' only
+        column = column.view(np.dtype(column.dtype.str))
     return np.ascontiguousarray(column)
 
 
