@@ -14,9 +14,11 @@ class also derives from the builtin exception a caller would naturally catch, so
     ├── SchedulerError(ValueError)             an unknown or contradictory scheduler choice
     │   └── SchedulerUnreachableError(ConnectionError)   nothing answers at the address
     ├── ElementError(RuntimeError)             func raised an exception not listed in skip=
-    │   └── UnpicklableResultError             func returned a value a worker cannot send back
+    │   ├── UnpicklableResultError             func returned a value a worker cannot send back
+    │   └── OutputCountError(ValueError)       func returned other than one value per declared output
     ├── WorkerStartError(RuntimeError)         worker processes die before evaluating anything
     ├── WorkerImportError(ImportError)         dask workers cannot import a module the run needs
+    ├── MissingDependencyError(ImportError)    an optional library a feature needs (xarray, pandas) is missing
     ├── SetupError(RuntimeError)               a Workers setup or a per_worker factory raised
     ├── RunCancelledError(CancelledError)      the run's cancel= event was set (concurrent.futures')
     ├── NotPicklableError(TypeError)           func or setup cannot be sent to worker processes
@@ -60,8 +62,10 @@ __all__ = [
     "SchedulerUnreachableError",
     "ElementError",
     "UnpicklableResultError",
+    "OutputCountError",
     "WorkerStartError",
     "WorkerImportError",
+    "MissingDependencyError",
     "SetupError",
     "RunCancelledError",
     "NotPicklableError",
@@ -179,6 +183,23 @@ class UnpicklableResultError(ElementError):
         )
 
 
+class OutputCountError(ElementError, ValueError):
+    """``func`` returned something other than a sequence of one value per name of ``outputs=``.
+
+    ``exception_type`` is the returned value's type, ``exception_message`` what it was and what
+    ``outputs=`` expected.
+    """
+
+    def __init__(
+        self, coords: tuple[int, ...], inputs: tuple[Any, ...], exception_type: str, exception_message: str
+    ) -> None:
+        super().__init__(coords, inputs, exception_type, exception_message)
+        self.args = (
+            f"func returned {exception_message} at element {self.coords} called with inputs {self.inputs}; "
+            f"return a tuple of one value per output, or change outputs=",
+        )
+
+
 class WorkerStartError(ChunkmapError, RuntimeError):
     """Worker processes die before evaluating any element (their error output says why)."""
 
@@ -187,6 +208,13 @@ class WorkerImportError(ChunkmapError, ImportError):
     """dask workers cannot import a module the run needs, and chunkmap cannot ship it (see :mod:`chunkmap.shipping`).
 
     ``name`` (as on ``ImportError``) is the module's name.
+    """
+
+
+class MissingDependencyError(ChunkmapError, ImportError):
+    """An optional library that a feature needs (xarray, pandas) cannot be imported.
+
+    ``name`` (as on ``ImportError``) is the library's name; the message names the extra to install.
     """
 
 
