@@ -5,10 +5,10 @@ that need them (a missing one raises :class:`~chunkmap.errors.MissingDependencyE
 the extra). :class:`Labels` are the dims, coordinates, name and attrs of an xarray input,
 carried by a result (``result.labels``) so that :func:`to_xarray` gives them back.
 
-The dense arrays follow :meth:`Result.to_dense` where nothing was computed (masked or failed
-elements): NaN for floats and complex numbers (their dtype kept), NaN in float64 for int and
-bool values (a promotion, as ``to_dense()`` does), NaT for datetimes, ``None`` for object
-values. Which of these an element is, is its *status* (:data:`STATUS`), an int8 code per
+The dense arrays follow :meth:`Result.to_dense`: NaN where nothing was computed (masked or
+failed elements), int and bool values promoted to float64, object values kept as objects (with
+NaN, not None: xarray turns None into NaN in arrays of strings anyway, and ``isnull()`` finds
+both). Which of these an element is, is its *status* (:data:`STATUS`), an int8 code per
 element in CF's ``flag_values``/``flag_meanings`` style (:func:`status_codes`).
 """
 
@@ -38,9 +38,11 @@ STATUS = ("computed", "masked", "exception", "crash", "timeout")
 FAILURE_KINDS = STATUS[2:]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Labels:
     """The labels of an xarray input that a result carries: dims, coordinates, name and attrs.
+
+    Plain data: it pickles, and compares by identity (its arrays would make ``==`` ambiguous).
 
     Attributes
     ----------
@@ -118,8 +120,8 @@ def to_xarray(result: Result, *, status: bool = False) -> xarray.DataArray | xar
     Returns
     -------
     xarray.DataArray or xarray.Dataset
-        Dense arrays of the input shape (masked and failed elements as the module docstring
-        says: NaN, or NaN in float64 for int and bool values, ``None`` for objects). Dims,
+        Dense arrays of the input shape, NaN where nothing was computed (int and bool values
+        promoted to float64, as :meth:`Result.to_dense` does). Dims,
         coords and attrs are those of the xarray input (``result.labels``), else xarray's
         ``dim_0, dim_1, ...``; a single output is named after the input, else ``"values"``.
         The run's :class:`~chunkmap.Stats` are attrs prefixed ``chunkmap_``.
@@ -181,7 +183,7 @@ def to_pandas(result: Result) -> pandas.DataFrame:
     dims = _dims(result, getattr(result, "labels", None))
     outputs = _outputs(result)
     _check_names(outputs, dims)
-    columns = {**_position_columns(dims, result.coords, len(result)), **outputs}
+    columns = {**_position_columns(dims, result.coords), **outputs}
     return pd.DataFrame(columns)
 
 
@@ -206,7 +208,7 @@ def failures_to_pandas(failures: Failures, dims: tuple[Hashable, ...] | None = N
     kinds = failures.kinds
     categories = FAILURE_KINDS + tuple(sorted(set(kinds.tolist()) - set(FAILURE_KINDS)))
     return pd.DataFrame({
-        **_position_columns(dims, failures.coords, len(failures)),
+        **_position_columns(dims, failures.coords),
         "kind": pd.Categorical(kinds, categories=categories),
         "type": pd.Categorical.from_codes(failures.records.type_codes, categories=failures.records.type_names)
         if len(failures) else pd.Categorical([]),
@@ -255,23 +257,14 @@ def _check_names(outputs: Mapping[Hashable, np.ndarray], taken: tuple[Hashable, 
                           f"{list(taken)}; expected distinct names: rename the outputs (outputs=)")
 
 
-def _position_columns(dims: tuple[Hashable, ...], coords: tuple[np.ndarray, ...], rows: int
-                      ) -> dict[Hashable, np.ndarray]:
+def _position_columns(dims: tuple[Hashable, ...], coords: tuple[np.ndarray, ...]) -> dict[Hashable, np.ndarray]:
     """One int64 column of positions per axis."""
-    return {dim: np.asarray(axis, np.int64).reshape(rows) for dim, axis in zip(dims, coords)}
+    return {dim: np.asarray(axis, np.int64) for dim, axis in zip(dims, coords)}
 
 
 def _dense(values: np.ndarray, flat_index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``values`` at ``flat_index`` in an array of ``shape``, the rest NaN, NaT or None."""
-    if values.dtype.kind in "fc":
-        dense = np.full(shape, np.nan, values.dtype)
-    elif values.dtype.kind in "biu":
-        dense = np.full(shape, np.nan, np.float64)
-    elif values.dtype.kind in "mM":
-        dense = np.full(shape, np.datetime64("NaT") if values.dtype.kind == "M" else np.timedelta64("NaT"),
-                        values.dtype)
-    else:
-        dense = np.full(shape, None, object)
+    """``values`` at ``flat_index`` in an array of ``shape``, NaN elsewhere (``Result.to_dense()``'s rule)."""
+    dense = np.full(shape, np.nan, np.result_type(values.dtype, np.float64))
     dense.reshape(-1)[flat_index] = values
     return dense
 
