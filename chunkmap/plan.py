@@ -18,7 +18,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import arrays as lazy
 from .bitmask import BitMask
+from .blocks import BlockPlan, BlockSource
 from .errors import DtypeError, InputError, MaskError, ShapeError
 from .npy import NpyReader
 from .source import ArraySource
@@ -66,13 +68,14 @@ class Plan:
     head: tuple[int, ...] = ()
     chunk_size: int = 0
     tail: int = 0
+    labels: lazy.Labels | None = None
 
     def with_layout(self, head: Sequence[int], size: int, tail: int = 0) -> Plan:
         """The same work in chunks ending at the ``head`` counts, then of ``size`` elements each
         (shrinking at the end for ``tail`` workers, see :func:`layout_ends`)."""
         ends = layout_ends(self.unmasked, head, size, tail)
         chunks = chunks_from_ends(self.source.valid, self.source.size, ends, self.unmasked)
-        return Plan(self.source, self.unmasked, chunks, tuple(head), size, tail)
+        return Plan(self.source, self.unmasked, chunks, tuple(head), size, tail, self.labels)
 
     def head_chunks(self, head: Sequence[int]) -> list[Chunk]:
         """The first chunks of a layout starting with ``head`` (for pilot rounds)."""
@@ -89,20 +92,23 @@ class Plan:
 
 
 
-def make_plan(arrays: Sequence[Any], mask: Any = None) -> Plan:
+def make_plan(arrays: Sequence[Any], mask: Any = None) -> Plan | BlockPlan:
     """Validate and normalise the inputs of :func:`chunkmap.run` and resolve the mask; no layout yet.
 
     Parameters
     ----------
     arrays : sequence of array_like
-        The inputs; numpy masked arrays contribute their masks.
+        The inputs; numpy masked arrays contribute their masks; xarray objects are broadcast
+        by dimension name, a ``Dataset`` stands for its data variables (:mod:`chunkmap.arrays`).
     mask : None, array_like of bool, or callable
         ``True`` marks an element not to compute. A callable receives 1-D slices of the
         broadcast, C-order flattened inputs and returns one bool per element.
 
     Returns
     -------
-    Plan
+    Plan or BlockPlan
+        A :class:`BlockPlan` when an input or the mask is lazy (dask, zarr, xarray data not in
+        memory): the mask is then evaluated box by box where the inputs are read.
 
     Examples
     --------
@@ -112,10 +118,89 @@ def make_plan(arrays: Sequence[Any], mask: Any = None) -> Plan:
     >>> [(c.start, c.stop, c.size) for c in plan.with_layout((), 3).chunks]
     [(0, 5, 3), (5, 6, 1)]
     """
+    arrays = lazy.expand_datasets(arrays)
+    dims = lazy.output_dims(arrays)
+    labels = lazy.labels_of(arrays, dims) if dims is not None else None
+    if any(map(lazy.is_lazy, arrays)) or lazy.is_lazy(mask):
+        return make_block_plan(arrays, mask, dims, labels)
+    if dims is not None:
+        arrays = [_named_view(array, dims, labels) for array in arrays]
+        mask = _named_view(mask, dims, labels)
     data, shape, input_masks = normalise_inputs(arrays)
     valid = resolve_valid(ArraySource(data, shape), input_masks, mask)
     source = ArraySource(data, shape, valid)
-    return Plan(source, source.size if valid is None else valid.count())
+    return Plan(source, source.size if valid is None else valid.count(), labels=labels)
+
+
+def _named_view(array: Any, dims: tuple[str, ...], labels: lazy.Labels) -> Any:
+    """An in-memory xarray object as a numpy view with its axes in the order of ``dims`` (others unchanged)."""
+    if not lazy.is_xarray(array):
+        return array
+    reader = lazy.readers([array], _named_shape([array], dims), dims)[0]
+    data = np.asarray(reader.data.values)
+    order = [axis for axis in reader.axes if axis is not None]
+    return data.transpose(order)[tuple(slice(None) if axis is not None else np.newaxis for axis in reader.axes)]
+
+
+def _named_shape(arrays: Sequence[Any], dims: tuple[str, ...]) -> tuple[int, ...]:
+    sizes: dict[str, int] = {}
+    for array in arrays:
+        if lazy.is_xarray(array):
+            sizes.update(zip(array.dims, array.shape))
+    return tuple(sizes.get(dim, 1) for dim in dims)
+
+
+def make_block_plan(arrays: Sequence[Any], mask: Any, dims: tuple[str, ...] | None,
+                    labels: lazy.Labels | None = None) -> BlockPlan:
+    """The plan of a run over lazy inputs: shapes and dtypes checked, boxes following the storage chunks.
+
+    Nothing is read: the client holds one reader per input and the boxes' ends.
+    """
+    input_masks: list[Any] = []
+    plain = []
+    for array in arrays:
+        if isinstance(array, (str, os.PathLike)) or isinstance(array, NpyReader):
+            array = np.load(array if not isinstance(array, NpyReader) else array.path, mmap_mode="r")
+        elif isinstance(array, np.ma.MaskedArray):
+            if array.mask is not np.ma.nomask:
+                input_masks.append(np.ma.getmaskarray(array))
+            array = array.data
+        plain.append(array)
+    if dims is not None:
+        shape = _named_shape(plain, dims)
+        if lazy.is_xarray(mask):
+            unknown = set(mask.dims) - set(dims)
+            if unknown:
+                raise MaskError(f"mask has dims {mask.dims}, and the inputs have {dims}; expected a mask "
+                                f"whose dims are among the inputs' (it is broadcast to them by name)")
+    else:
+        shape = _broadcast_shape([np.shape(array) if not hasattr(array, "shape") else tuple(array.shape)
+                                  for array in plain])
+    readers = lazy.readers(plain, shape, dims)
+    for number, reader in enumerate(readers, start=1):
+        _check_dtype(reader.dtype, number)
+    masks = lazy.readers(input_masks, shape, None)
+    mask_callable = mask if callable(mask) and not hasattr(mask, "shape") else None
+    if mask is not None and mask_callable is None:
+        if not lazy.is_xarray(mask):
+            _check_broadcasts(tuple(np.shape(mask) if not hasattr(mask, "shape") else mask.shape), shape, "mask")
+        (reader,) = lazy.readers([mask], shape, dims if lazy.is_xarray(mask) else None)
+        if reader.dtype != bool:
+            raise MaskError(f"mask has dtype {reader.dtype}; expected a boolean array (True = do not compute), "
+                            f"e.g. mask=a <= -1e10")
+        masks.append(reader)
+    return BlockPlan(BlockSource(readers, shape, [], masks, mask_callable), _preferred_ends(readers + masks, shape),
+                     labels).with_chunks("auto")
+
+
+def _preferred_ends(readers: Sequence[lazy.BoxReader], shape: tuple[int, ...]) -> list[list[int] | None]:
+    """Per axis, every reader's storage chunk ends (their union), or None."""
+    ends: list[set[int] | None] = [None] * len(shape)
+    for reader in readers:
+        for axis, found in enumerate(reader.boundaries()):
+            if found is not None:
+                ends[axis] = (ends[axis] or set()) | set(found)
+    return [sorted(found) if found is not None else None for found in ends]
 
 
 def normalise_inputs(
@@ -149,14 +234,7 @@ def normalise_inputs(
             ) from None
         _check_dtype(array.dtype, number)
         data.append(array)
-    try:
-        shape = np.broadcast_shapes(*(array.shape for array in data))
-    except ValueError:
-        shapes = ", ".join(str(array.shape) for array in data)
-        raise ShapeError(
-            f"input shapes {shapes} do not broadcast to one shape; expected equal shapes, or "
-            f"shapes numpy can broadcast together such as (3, 4) and (4,)"
-        ) from None
+    shape = _broadcast_shape([array.shape for array in data])
     for number, input_mask in enumerate(masks, start=1):
         _check_broadcasts(input_mask.shape, shape, f"the mask of masked input {number}")
     for number, array in enumerate(data, start=1):
@@ -166,6 +244,16 @@ def normalise_inputs(
                 f"must have the inputs' full shape {shape} (it is read in place, not broadcast)"
             )
     return tuple(data), shape, masks
+
+
+def _broadcast_shape(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ShapeError(
+            f"input shapes {', '.join(map(str, shapes))} do not broadcast to one shape; expected equal shapes, "
+            f"or shapes numpy can broadcast together such as (3, 4) and (4,)"
+        ) from None
 
 
 def _check_dtype(dtype: np.dtype, number: int) -> None:
@@ -193,7 +281,7 @@ def resolve_valid(
     if callable(mask):
         for start in range(0, source.size, BLOCK):
             stop = min(start + BLOCK, source.size)
-            masked[start:stop] |= _call_mask(mask, source.columns(start, stop))
+            masked[start:stop] |= call_mask(mask, source.columns(start, stop))
     return BitMask.pack(np.logical_not(masked, out=masked))
 
 
@@ -220,7 +308,7 @@ def _check_broadcasts(shape: tuple[int, ...], target: tuple[int, ...], what: str
         )
 
 
-def _call_mask(mask: Callable[..., Any], columns: list[np.ndarray]) -> np.ndarray:
+def call_mask(mask: Callable[..., Any], columns: list[np.ndarray]) -> np.ndarray:
     length = len(columns[0])
     result = np.asarray(mask(*columns))
     if result.dtype != bool or result.shape not in ((length,), ()):

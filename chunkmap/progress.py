@@ -60,6 +60,10 @@ class Progress:
         """Count ``elements`` read back from a checkpoint: done, but not part of the rate."""
         self._count(elements, failed, resumed=True)
 
+    def masked(self, elements: int) -> None:
+        """Count ``elements`` found masked as a lazy input's box was read: done, but not part of the rate."""
+        self._count(elements, 0, resumed=True)
+
     def fail(self, count: int) -> None:
         """Count ``count`` failures among elements already counted as finished."""
         self.advance(0, count)
