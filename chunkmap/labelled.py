@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from .result import Failures, Result
 
-__all__ = ["Labels", "STATUS", "status_codes", "to_xarray", "to_pandas", "failures_to_pandas"]
+__all__ = ["Labels", "STATUS", "FAILURE_KINDS", "status_codes", "to_xarray", "to_pandas", "failures_to_pandas"]
 
 #: the status of an element, by its int8 code: computed, masked (never passed to ``func``),
 #: then the failure kinds of :attr:`Failures.kinds`; a kind not listed here gets the next code
