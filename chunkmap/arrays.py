@@ -19,15 +19,15 @@ in-memory path as a numpy view with its axes in the output's order.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import InputError, ShapeError
+from .labelled import Labels
 
-__all__ = ["BoxReader", "Box", "is_lazy", "is_xarray", "expand_datasets", "output_dims", "readers", "labels_of",
-           "Labels"]
+__all__ = ["BoxReader", "Box", "is_lazy", "is_xarray", "expand_datasets", "output_dims", "readers",
+           "labels_of"]
 
 #: a box of the broadcast shape: one ``(start, stop)`` per axis
 Box = tuple[tuple[int, int], ...]
@@ -200,25 +200,15 @@ def readers(arrays: Sequence[Any], shape: tuple[int, ...], dims: tuple[str, ...]
     return found
 
 
-@dataclass(frozen=True)
-class Labels:
-    """The dimension names and coordinates of a result whose inputs were xarray objects.
-
-    ``coords`` maps a name to ``(dims, values)`` as xarray takes them; only coordinates whose
-    dims are all among ``dims`` are kept.
-    """
-
-    dims: tuple[str, ...]
-    coords: dict[str, tuple[tuple[str, ...], np.ndarray]] = field(default_factory=dict)
-    name: str | None = None
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-
 def labels_of(arrays: Sequence[Any], dims: tuple[str, ...]) -> Labels:
-    """The :class:`Labels` of a run over xarray ``arrays`` whose output has ``dims`` (the first input's coordinates win)."""
+    """The :class:`~chunkmap.labelled.Labels` of a run over xarray ``arrays`` whose output has ``dims``.
+
+    The coordinates of all inputs whose dims are among ``dims`` (the first input's win), read
+    into numpy unless they hold more than 2**24 elements.
+    """
     coords: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
     for array in arrays:
         for name, coord in getattr(array, "coords", {}).items():
             if name not in coords and set(coord.dims) <= set(dims) and math.prod(coord.shape) < 1 << 24:
                 coords[str(name)] = (tuple(coord.dims), np.asarray(coord.values))
-    return Labels(dims, coords)
+    return Labels(dims, coords)  # not an input's name and attrs: the result is func's, not theirs

@@ -22,6 +22,7 @@ from . import arrays as lazy
 from .bitmask import BitMask
 from .blocks import BlockPlan, BlockSource
 from .errors import DtypeError, InputError, MaskError, ShapeError
+from .labelled import Labels
 from .npy import NpyReader
 from .source import ArraySource
 
@@ -68,7 +69,7 @@ class Plan:
     head: tuple[int, ...] = ()
     chunk_size: int = 0
     tail: int = 0
-    labels: lazy.Labels | None = None
+    labels: Labels | None = None
 
     def with_layout(self, head: Sequence[int], size: int, tail: int = 0) -> Plan:
         """The same work in chunks ending at the ``head`` counts, then of ``size`` elements each
@@ -132,7 +133,7 @@ def make_plan(arrays: Sequence[Any], mask: Any = None) -> Plan | BlockPlan:
     return Plan(source, source.size if valid is None else valid.count(), labels=labels)
 
 
-def _named_view(array: Any, dims: tuple[str, ...], labels: lazy.Labels) -> Any:
+def _named_view(array: Any, dims: tuple[str, ...], labels: Labels) -> Any:
     """An in-memory xarray object as a numpy view with its axes in the order of ``dims`` (others unchanged)."""
     if not lazy.is_xarray(array):
         return array
@@ -151,7 +152,7 @@ def _named_shape(arrays: Sequence[Any], dims: tuple[str, ...]) -> tuple[int, ...
 
 
 def make_block_plan(arrays: Sequence[Any], mask: Any, dims: tuple[str, ...] | None,
-                    labels: lazy.Labels | None = None) -> BlockPlan:
+                    labels: Labels | None = None) -> BlockPlan:
     """The plan of a run over lazy inputs: shapes and dtypes checked, boxes following the storage chunks.
 
     Nothing is read: the client holds one reader per input and the boxes' ends.
