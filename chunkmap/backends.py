@@ -115,7 +115,7 @@ class SyncBackend(Backend):
 
         def evaluate_here(chunk: Chunk) -> ChunkOutput | None:
             output = evaluate(chunk.index, chunk.start, chunk.stop, source, execution.func, execution.skip,
-                              execution.kwargs, execution.cancelled)
+                              execution.kwargs, execution.cancelled, execution.outputs)
             if output is not None and execution.progress is not None:
                 execution.progress(chunk.size)
             return output

@@ -41,7 +41,7 @@ def _rows(result: Any) -> list[tuple[str, str, str, str]]:
     """``(label, count, share, detail)`` for each line of a result's summary."""
     stats = result.stats
     elements = stats.elements if stats else math.prod(result.shape)
-    computed, failed = len(result.values), len(result.failures)
+    computed, failed = len(result), len(result.failures)
     rows = [("elements", f"{elements:,}", "", ""),
             ("computed", f"{computed:,}", _share(computed, elements), ""),
             ("failed", f"{failed:,}", _share(failed, elements), _counts(result.failures.counts_by_kind()))]
@@ -57,11 +57,15 @@ def _rows(result: Any) -> list[tuple[str, str, str, str]]:
 
 
 def _title(result: Any) -> str:
-    return f"chunkmap.Result shape={result.shape} dtype={result.values.dtype}"
+    """Shape and dtype, or with several outputs each one's name and dtype: ``outputs=(price: float64, ...)``."""
+    if result.outputs is None:
+        return f"chunkmap.Result shape={result.shape} dtype={result.values.dtype}"
+    outputs = ", ".join(f"{name}: {values.dtype}" for name, values in result.values.items())
+    return f"chunkmap.Result shape={result.shape} outputs=({outputs})"
 
 
 def result_text(result: Any) -> str:
-    """The ``repr`` of a Result: shape and dtype, then counts (by kind), time, rate and scheduler."""
+    """The ``repr`` of a Result: shape and dtype(s), then counts (by kind), time, rate and scheduler."""
     rows = _rows(result)
     width = max(len(count) for _, count, _, _ in rows)
     lines = [f"  {label:<9}{count:>{width}}  {share:>6}  {detail}".rstrip() for label, count, share, detail in rows]

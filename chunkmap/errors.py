@@ -195,8 +195,8 @@ class OutputCountError(ElementError, ValueError):
     ) -> None:
         super().__init__(coords, inputs, exception_type, exception_message)
         self.args = (
-            f"func returned {exception_message} at element {self.coords} called with inputs {self.inputs}; "
-            f"return a tuple of one value per output, or change outputs=",
+            f"func returned {exception_message}, at element {self.coords} called with inputs {self.inputs}; "
+            f"return one value per output name, or change outputs=",
         )
 
 

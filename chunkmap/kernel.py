@@ -18,8 +18,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ElementError, UnpicklableResultError
+from .errors import ElementError, OutputCountError, UnpicklableResultError
 from .failures import FailureRecords
+from .fields import Miscount, describe, to_fields
 from .loop import run_to_end
 from .source import Source
 from .workers import PerWorker, Setup, modules_to_preload
@@ -76,6 +77,7 @@ class Cancellation:
 class Execution:
     """What a run executes: the function, how each element's call is guarded, what workers do besides.
 
+    ``outputs`` names the values each call returns (``run``'s ``outputs=``), None for one value.
     ``progress`` (elements newly done) and ``cancelled`` (set on Ctrl-C or an error: busy
     workers stop at once) belong to the calling process and are not pickled with the rest.
     """
@@ -87,12 +89,13 @@ class Execution:
     setup: Setup | None = None
     max_calls: int | None = None
     max_memory: int | None = None
+    outputs: tuple[str, ...] | None = None
     progress: Callable[[int], None] | None = None
     cancelled: Cancellation = field(default_factory=Cancellation)
 
     def __reduce__(self):
         return (Execution, (self.func, self.skip, self.kwargs, self.timeout, self.setup, self.max_calls,
-                            self.max_memory))
+                            self.max_memory, self.outputs))
 
     def pool_key(self) -> tuple[str | None, tuple[str, ...]]:
         """``(setup key, modules to preload)``: what a worker pool for this run is kept by.
@@ -112,7 +115,8 @@ class Evaluation:
     status : ndarray of uint8, shape (k,)
         :data:`COMPUTED`, :data:`EXCEPTION`, :data:`CRASH` or :data:`TIMEOUT` per element.
     values : ndarray
-        The values of the computed elements, in order (one per ``COMPUTED`` status).
+        The values of the computed elements, in order (one per ``COMPUTED`` status); with
+        ``outputs``, a structured array with one field per output.
     failures : FailureRecords
         One record per failing element (position, exception type, message), in order; its kind
         is its status.
@@ -143,25 +147,28 @@ class Evaluation:
 class ElementFailure(Exception):
     """``func`` raised an exception that ``skip`` does not list (internal: positions, not coordinates).
 
-    The caller, which knows the element's flat index, turns it into an :class:`ElementError`.
+    The caller, which knows the element's flat index, turns it into an :class:`ElementError`
+    (``error``, when given, is the subclass to raise).
     """
 
-    def __init__(self, position: int, inputs: tuple, exception_type: str, message: str, returned: bool = False) -> None:
-        super().__init__(position, inputs, exception_type, message, returned)
+    def __init__(self, position: int, inputs: tuple, exception_type: str, message: str, returned: bool = False,
+                 error: type[ElementError] | None = None) -> None:
+        super().__init__(position, inputs, exception_type, message, returned, error)
         self.position = position
         self.inputs = inputs
         self.exception_type = exception_type
         self.message = message
         self.returned = returned  #: func returned a value of type ``exception_type`` that cannot be pickled
+        self.error = error or (UnpicklableResultError if returned else ElementError)
 
     def shifted(self, offset: int) -> ElementFailure:
         """The same failure, its position counted from ``offset`` elements earlier (a part's within its chunk)."""
-        return ElementFailure(offset + self.position, self.inputs, self.exception_type, self.message, self.returned)
+        return ElementFailure(offset + self.position, self.inputs, self.exception_type, self.message, self.returned,
+                              self.error)
 
     def to_element_error(self, flat_index: int, shape: tuple[int, ...]) -> ElementError:
         coords = tuple(int(c) for c in np.unravel_index(flat_index, shape)) if shape else ()
-        error = UnpicklableResultError if self.returned else ElementError
-        return error(coords, self.inputs, self.exception_type, self.message)
+        return self.error(coords, self.inputs, self.exception_type, self.message)
 
 
 def evaluate_columns(
@@ -170,6 +177,7 @@ def evaluate_columns(
     skip: tuple[type[BaseException], ...] = (),
     kwargs: Mapping[str, Any] | None = None,
     heartbeat: np.ndarray | None = None,
+    outputs: tuple[str, ...] | None = None,
 ) -> Evaluation:
     """Call ``func`` on every element of the 1-D ``columns`` (one column per input).
 
@@ -181,11 +189,16 @@ def evaluate_columns(
     heartbeat : ndarray of int64, optional
         Written with each element's position just before its call, so that another process
         can tell which element was running when this one died or hung.
+    outputs : tuple of str, optional
+        ``func`` returns a sequence of one value per name: the values become a structured
+        array, one field per output (:func:`chunkmap.fields.to_fields`).
 
     Raises
     ------
     ElementFailure
         ``func`` raised an exception not listed in ``skip``; the original is its ``__cause__``.
+        With ``outputs``, also for a value that is not a sequence of one value per output (its
+        ``error`` is :class:`~chunkmap.errors.OutputCountError`).
     SetupError
         ``func`` is a :class:`~chunkmap.workers.PerWorker` whose factory raised.
 
@@ -202,12 +215,21 @@ def evaluate_columns(
     columns = tuple(_loopable(column) for column in columns)
     skip = skip if isinstance(skip, tuple) else (skip,)
     started = time.perf_counter()
-    values, status, failures, error = run_to_end(call, columns, skip, heartbeat=heartbeat)
+    values, status, failures, error = run_to_end(call, columns, skip, heartbeat=heartbeat,
+                                                 keep_objects=outputs is not None)
     seconds = time.perf_counter() - started
     if error is not None:
         position, exc = error
         inputs = tuple(column[position].item() for column in columns)
         raise ElementFailure(position, inputs, type(exc).__name__, _message(exc)) from exc
+    if outputs is not None:
+        try:
+            values = to_fields(values, outputs)
+        except Miscount as miscount:
+            position = int(np.flatnonzero(status == COMPUTED)[miscount.number])
+            inputs = tuple(column[position].item() for column in columns)
+            raise ElementFailure(position, inputs, type(miscount.value).__name__, describe(miscount.value, outputs),
+                                 error=OutputCountError) from None
     return Evaluation(status, values, FailureRecords.from_tuples(failures), seconds)
 
 
@@ -252,6 +274,7 @@ def evaluate(
     skip: tuple[type[BaseException], ...] = (),
     kwargs: Mapping[str, Any] | None = None,
     cancelled: Cancellation | threading.Event | None = None,
+    outputs: tuple[str, ...] | None = None,
 ) -> ChunkOutput | None:
     """Evaluate the unmasked elements of flat indices ``[start, stop)`` of ``source`` in this process.
 
@@ -264,6 +287,8 @@ def evaluate(
     ElementError
         When ``func`` raises an exception that ``skip`` does not list; it names the element's
         coordinates and inputs and chains the original exception.
+        :class:`~chunkmap.errors.OutputCountError` when it returns other than one value per
+        name of ``outputs``.
 
     Examples
     --------
@@ -277,9 +302,9 @@ def evaluate(
     flat_index, columns = source.gather(start, stop)
     try:
         if cancelled is None:
-            evaluation = evaluate_columns(func, columns, skip, kwargs)
+            evaluation = evaluate_columns(func, columns, skip, kwargs, outputs=outputs)
         else:
-            evaluation = _evaluate_in_blocks(func, columns, skip, kwargs, cancelled)
+            evaluation = _evaluate_in_blocks(func, columns, skip, kwargs, cancelled, outputs)
     except ElementFailure as failure:
         error = failure.to_element_error(int(flat_index[failure.position]), source.shape)
         raise error from failure.__cause__
@@ -295,8 +320,8 @@ FIRST_BLOCK = 256
 
 
 def _evaluate_in_blocks(func: Callable[..., Any], columns: Sequence[np.ndarray], skip: tuple[type[BaseException], ...],
-                        kwargs: Mapping[str, Any] | None,
-                        cancelled: Cancellation | threading.Event) -> Evaluation | None:
+                        kwargs: Mapping[str, Any] | None, cancelled: Cancellation | threading.Event,
+                        outputs: tuple[str, ...] | None = None) -> Evaluation | None:
     """:func:`evaluate_columns` block by block, None once ``cancelled`` is set between two blocks."""
     length = len(columns[0]) if columns else 0
     parts: list[tuple[int, Evaluation]] = []
@@ -306,7 +331,7 @@ def _evaluate_in_blocks(func: Callable[..., Any], columns: Sequence[np.ndarray],
             return None
         last = min(first + block, length)
         try:
-            part = evaluate_columns(func, [column[first:last] for column in columns], skip, kwargs)
+            part = evaluate_columns(func, [column[first:last] for column in columns], skip, kwargs, outputs=outputs)
         except ElementFailure as failure:
             raise failure.shifted(first) from failure.__cause__
         parts.append((first, part))

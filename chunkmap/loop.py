@@ -135,6 +135,7 @@ def run_to_end(
     *,
     heartbeat: Any = None,
     implementation: Callable[..., tuple[int, int, Any]] | None = None,
+    keep_objects: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list, tuple[int, BaseException] | None]:
     """Drive a loop over all elements, widening the output dtype at each misfit.
 
@@ -146,7 +147,9 @@ def run_to_end(
     ``numpy.asarray``. The results then have the dtype and values of
     ``numpy.asarray(results)`` (an object array if numpy makes no 1-D numeric array),
     except that results converted before a later widening to object stay converted
-    (``[1, 2.5, None]`` gives ``[1.0, 2.5, None]``).
+    (``[1, 2.5, None]`` gives ``[1.0, 2.5, None]``). With ``keep_objects``, an object output
+    stays the objects ``func`` returned (for :func:`chunkmap.fields.to_fields`, which converts
+    each output of the tuples itself).
 
     Returns
     -------
@@ -194,7 +197,7 @@ def run_to_end(
         status[position] = 0
         position += 1
     computed = out[status == 0]
-    if computed.dtype == object:
+    if computed.dtype == object and not keep_objects:
         computed = _values_array(computed.tolist())
     elif not len(computed):
         computed = computed.astype(np.float64)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .errors import NotCallableError, OptionError
 
-__all__ = ["function", "skip_classes", "call_kwargs", "call_timeout", "chunk_option", "cancel_event"]
+__all__ = ["function", "skip_classes", "call_kwargs", "call_timeout", "chunk_option", "cancel_event", "output_names"]
 
 
 def function(func: Any) -> Callable[..., Any]:
@@ -91,4 +91,27 @@ def cancel_event(cancel: Any) -> Any:
     raise OptionError(
         f"cancel must be a threading.Event (set it from another thread to stop the run), or None; "
         f"got {type(cancel).__name__} {cancel!r:.80}"
+    )
+
+
+def output_names(outputs: Any) -> tuple[str, ...] | None:
+    """``outputs`` as the tuple of output names, or None for a single output.
+
+    An int ``n`` names its outputs ``"out0"`` to ``"out{n-1}"``; names must be distinct identifiers.
+
+    Examples
+    --------
+    >>> output_names(None), output_names(2), output_names(["price", "vega"])
+    (None, ('out0', 'out1'), ('price', 'vega'))
+    """
+    if outputs is None:
+        return None
+    if isinstance(outputs, Integral) and not isinstance(outputs, bool) and outputs > 0:
+        return tuple(f"out{number}" for number in range(int(outputs)))
+    names = tuple(outputs) if isinstance(outputs, (tuple, list)) else ()
+    if names and all(isinstance(name, str) and name.isidentifier() for name in names) and len(set(names)) == len(names):
+        return names
+    raise OptionError(
+        f"outputs must be a positive int or a tuple of distinct identifier names, one per value func "
+        f"returns (e.g. outputs=('price', 'vega') for a func returning a pair); got {outputs!r:.80}"
     )

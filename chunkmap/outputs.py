@@ -9,6 +9,10 @@ completes: nothing grows during a run, and no list of per-chunk results is kept 
 at the end. When the result is built, slots of failed elements are squeezed out in place and
 the coordinates are unravelled into the flat indices' memory, so the peak is the result itself
 (its coordinates, values and packed failures) plus one coordinate array's worth of flat indices.
+
+With several outputs (``run(..., outputs=)``) each chunk's values come as one structured array
+(:mod:`chunkmap.fields`) and each output gets its own contiguous slots: the result's arrays are
+contiguous without a copy at the end (views of one structured array would be strided).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from .failures import FailureRecords
+from .fields import columns
 from .kernel import COMPUTED, KINDS, ChunkOutput
 from .plan import Chunk
 from .result import Failures, Result
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
     from .checkpoint import RunCheckpoint
     from .progress import Progress
 
-__all__ = ["Outputs", "Delivery", "compact_pair", "unravel_in_place"]
+__all__ = ["Outputs", "Delivery", "compact_pair", "compact", "unravel_in_place"]
 
 #: elements moved per step of an in-place compaction (bounds its temporary copy)
 COMPACT_BLOCK = 1 << 20
@@ -39,8 +44,8 @@ class Outputs:
     """The growing result of a run.
 
     Each slot holds the flat index of its element (-1 once the element failed) and, when it
-    was computed, its value; the coordinates are derived from the flat indices once, at the end,
-    in the memory of the flat indices themselves.
+    was computed, its value (one per output of ``names``); the coordinates are derived from the
+    flat indices once, at the end, in the memory of the flat indices themselves.
 
     Examples
     --------
@@ -55,12 +60,14 @@ class Outputs:
     ([[0, 0, 1], [0, 2, 1]], [1.0, 2.0, 7.5], [Failure(coords=(1, 2), kind='exception', type='ValueError', message='bad')])
     """
 
-    def __init__(self, shape: tuple[int, ...], chunks: Sequence[Chunk]) -> None:
+    def __init__(self, shape: tuple[int, ...], chunks: Sequence[Chunk],
+                 names: tuple[str, ...] | None = None) -> None:
         self.shape = shape
+        self.names = names
         sizes = np.array([chunk.size for chunk in chunks], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.flat_index = np.empty(int(self.offsets[-1]), np.int64)
-        self.values: np.ndarray | None = None
+        self.values: list[np.ndarray | None] = [None] * (1 if names is None else len(names))  #: one per output
         self.completed = np.zeros(len(chunks), bool)
         self._failures: dict[int, tuple[FailureRecords, np.ndarray]] = {}
         self._lock = threading.Lock()
@@ -72,11 +79,12 @@ class Outputs:
         computed = evaluation.status == COMPUTED
         failures = evaluation.failures
         with self._lock:
-            self._ensure_dtype(evaluation.values.dtype, len(evaluation.values))
             slots = self.flat_index[first : first + len(computed)]
             slots[:] = output.flat_index
             if len(evaluation.values):
-                self.values[first : first + len(computed)][computed] = evaluation.values
+                for number, values in enumerate(columns(evaluation.values, self.names)):
+                    self._ensure_dtype(number, values.dtype)
+                    self.values[number][first : first + len(computed)][computed] = values
             if len(failures):
                 slots[~computed] = -1
                 self._failures[output.index] = (
@@ -85,13 +93,13 @@ class Outputs:
                 )
             self.completed[output.index] = True
 
-    def _ensure_dtype(self, dtype: np.dtype, count: int) -> None:
-        if count == 0:
-            return
-        if self.values is None:
-            self.values = np.empty(len(self.flat_index), dtype)
-        elif np.result_type(self.values.dtype, dtype) != self.values.dtype:
-            self.values = self.values.astype(np.result_type(self.values.dtype, dtype))
+    def _ensure_dtype(self, number: int, dtype: np.dtype) -> None:
+        """Output ``number``'s slots made, or promoted, to hold values of ``dtype``."""
+        slots = self.values[number]
+        if slots is None:
+            self.values[number] = np.empty(len(self.flat_index), dtype)
+        elif np.result_type(slots.dtype, dtype) != slots.dtype:
+            self.values[number] = slots.astype(np.result_type(slots.dtype, dtype))
 
     def result(self) -> Result:
         """The :class:`Result` of everything added (failures in C order, failed slots removed).
@@ -100,11 +108,11 @@ class Outputs:
         arrays shrunk to what is left, and the coordinates unravelled into the flat indices.
         """
         flat_index, self.flat_index = self.flat_index, np.empty(0, np.int64)
-        values = self.values if self.values is not None else np.empty(len(flat_index), np.float64)
-        self.values = None
+        values = [slots if slots is not None else np.empty(len(flat_index), np.float64) for slots in self.values]
+        self.values = [None] * len(values)
         if self._failures:
-            kept = compact_pair(flat_index, values)
-            flat_index, values = _shrunk(flat_index, kept), _shrunk(values, kept)
+            kept = compact(flat_index, values)
+            flat_index, values = _shrunk(flat_index, kept), [_shrunk(slots, kept) for slots in values]
         parts = [self._failures.pop(index) for index in sorted(self._failures)]
         records = FailureRecords.concat([records for records, _ in parts])
         statuses = np.concatenate([np.empty(0, np.uint8), *(statuses for _, statuses in parts)])
@@ -112,7 +120,8 @@ class Outputs:
         codes = np.searchsorted(FAILING, statuses).astype(np.uint8)
         failures = Failures.from_records(self.shape, records, codes, [KINDS[status] for status in FAILING])
         release_free_memory()  # before the coordinates take new memory
-        return Result(self.shape, unravel_in_place(flat_index, self.shape), values, failures)
+        outputs = values[0] if self.names is None else dict(zip(self.names, values))
+        return Result(self.shape, unravel_in_place(flat_index, self.shape), outputs, failures)
 
 
 class Delivery:
@@ -135,6 +144,7 @@ class Delivery:
             self.checkpoint.save(output, self.chunks[output.index])
         if self.progress is not None:
             self.progress.fail(len(output.evaluation.failures))
+            self.progress.masked(self.chunks[output.index].size - len(output.flat_index))  # a lazy box's mask
 
     def resume(self, outputs: Sequence[ChunkOutput]) -> int:
         """Chunks read back from the checkpoint: kept and counted as done; their element count."""
@@ -160,13 +170,21 @@ FAILING = np.array(sorted(KINDS), np.uint8)
 
 def compact_pair(flat_index: np.ndarray, values: np.ndarray, block: int = COMPACT_BLOCK) -> int:
     """Squeeze the slots whose flat index is -1 out of both arrays, in place; the count kept."""
+    return compact(flat_index, [values], block)
+
+
+def compact(flat_index: np.ndarray, values: Sequence[np.ndarray], block: int = COMPACT_BLOCK) -> int:
+    """Squeeze the slots whose flat index is -1 out of ``flat_index`` and each of ``values``, in place.
+
+    Returns the count kept.
+    """
     written = 0
     for start in range(0, len(flat_index), block):
         keep = flat_index[start : start + block] >= 0
         kept = int(np.count_nonzero(keep))
         if kept:
-            flat_index[written : written + kept] = flat_index[start : start + block][keep]
-            values[written : written + kept] = values[start : start + block][keep]
+            for array in (flat_index, *values):
+                array[written : written + kept] = array[start : start + block][keep]
         written += kept
     return written
 

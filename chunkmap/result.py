@@ -1,8 +1,9 @@
 """The outcome of a run: coordinates and values of what was computed, failures and statistics.
 
 numpy only. A :class:`Result` unpacks like the seed's return value, ``xs, ys, values = result``
-for 2-D inputs (one coordinate array per axis, then the values); everything is in C order of
-the broadcast input shape whatever the scheduler.
+for 2-D inputs (one coordinate array per axis, then the values; with ``outputs=``, one array
+per output: ``xs, ys, price, vega = result``); everything is in C order of the broadcast input
+shape whatever the scheduler.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import functools
 import itertools
 import numbers
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence, overload
+from typing import Any, Iterator, Mapping, Sequence, overload
 
 import numpy as np
 
@@ -240,7 +241,8 @@ class Result:
     """What :func:`chunkmap.run` computed.
 
     Unpacks as the coordinate arrays (one per axis) followed by the values, so for 2-D inputs
-    ``xs, ys, values = result``.
+    ``xs, ys, values = result``; with ``outputs=``, followed by each output's values in order
+    (``xs, ys, price, vega = result``).
 
     Attributes
     ----------
@@ -248,8 +250,12 @@ class Result:
         The broadcast shape of the inputs.
     coords : tuple of ndarray
         One int array per axis: the coordinates of each computed element, in C order.
-    values : ndarray
-        ``func``'s result for each computed element (dtype: see :func:`chunkmap.run`).
+    values : ndarray or dict of str to ndarray
+        ``func``'s result for each computed element (dtype: see :func:`chunkmap.run`); with
+        ``outputs=``, a dict of output name to its values (in the order of ``outputs``), each
+        array with its own dtype.
+    outputs : tuple of str or None
+        The names of the outputs (``run(..., outputs=)``), None for a single output.
     failures : Failures
         Every element that failed: an exception listed in ``skip``, a crash or a timeout.
     stats : Stats
@@ -272,70 +278,96 @@ class Result:
       elements 4
       computed 2   50.0%
       failed   1   25.0%  exception 1>
+
+    Several outputs:
+
+    >>> pair = Result((3,), (np.array([0, 2]),), {"n": np.array([1, 3]), "x": np.array([0.5, 1.5])},
+    ...               Failures((3,), [], [], []))
+    >>> xs, n, x = pair
+    >>> pair.outputs, n.tolist(), pair.to_dense(-1)
+    (('n', 'x'), [1, 3], (array([ 1, -1,  3]), array([ 0.5, -1. ,  1.5])))
     """
 
     def __init__(
         self,
         shape: tuple[int, ...],
         coords: tuple[np.ndarray, ...],
-        values: np.ndarray,
+        values: np.ndarray | Mapping[str, np.ndarray],
         failures: Failures,
         stats: Stats | None = None,
     ) -> None:
         self.shape = tuple(shape)
         self.coords = tuple(coords)
-        self.values = values
+        self.outputs: tuple[str, ...] | None = tuple(values) if isinstance(values, Mapping) else None
+        self.values = dict(values) if isinstance(values, Mapping) else values
         self.failures = failures
         self.stats = stats
+
+    def _per_output(self) -> list[np.ndarray]:
+        """The values, one array per output (the values alone without ``outputs``)."""
+        return [self.values] if self.outputs is None else list(self.values.values())
 
     @functools.cached_property
     def flat_index(self) -> np.ndarray:
         """Flat (C order) index of each computed element, ascending."""
         if not self.shape:
-            return np.zeros(len(self.values), np.int64)
+            return np.zeros(len(self), np.int64)
         return np.ravel_multi_index(self.coords, self.shape).astype(np.int64, copy=False)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        """The coordinate arrays, then the values: ``xs, ys, values = result``."""
+        """The coordinate arrays, then the values (each output's): ``xs, ys, values = result``."""
         yield from self.coords
-        yield self.values
+        yield from self._per_output()
 
     def __len__(self) -> int:
-        """The number of computed elements (``len(result.values)``), not of the arrays unpacked."""
-        return len(self.values)
+        """The number of computed elements (``len(result.values)`` for one output), not of the arrays unpacked."""
+        return len(self._per_output()[0])
 
     def __bool__(self) -> bool:
         """Always true, as before ``len`` was defined: a result that computed nothing is still a result."""
         return True
 
-    def to_dense(self, fill_value: Any = None) -> np.ndarray:
+    def to_dense(self, fill_value: Any = None) -> np.ndarray | tuple[np.ndarray, ...]:
         """The results as an array of the input shape, ``fill_value`` where nothing was computed.
 
         With the default ``fill_value=None``, the fill is NaN and integer or boolean values are
         promoted to float64; otherwise the dtype is what numpy promotes the values and
-        ``fill_value`` to (e.g. ``to_dense(-1)`` keeps int64 values as int64).
+        ``fill_value`` to (e.g. ``to_dense(-1)`` keeps int64 values as int64). With ``outputs=``,
+        a tuple of one such array per output, in order.
         """
-        if fill_value is None:
-            dtype = np.result_type(self.values.dtype, np.float64)
-            fill_value = np.nan
-        elif self.values.dtype == object or not isinstance(fill_value, numbers.Number):
-            dtype = np.dtype(object)
-        else:
-            dtype = np.result_type(self.values.dtype, np.min_scalar_type(fill_value))
-        dense = np.full(self.shape, fill_value, dtype=dtype)
-        dense.reshape(-1)[self.flat_index] = self.values
-        return dense
+        dense = tuple(_dense(values, self.flat_index, self.shape, fill_value) for values in self._per_output())
+        return dense[0] if self.outputs is None else dense
 
-    def to_masked(self) -> np.ma.MaskedArray:
-        """The results as a masked array of the input shape, masked where nothing was computed."""
+    def to_masked(self) -> np.ma.MaskedArray | tuple[np.ma.MaskedArray, ...]:
+        """The results as a masked array of the input shape, masked where nothing was computed.
+
+        With ``outputs=``, a tuple of one masked array per output, in order (each with its own mask).
+        """
         mask = np.ones(self.shape, dtype=bool)
         mask.reshape(-1)[self.flat_index] = False
-        data = np.zeros(self.shape, dtype=self.values.dtype)
-        data.reshape(-1)[self.flat_index] = self.values
-        return np.ma.MaskedArray(data, mask=mask)
+        masked = []
+        for values in self._per_output():
+            data = np.zeros(self.shape, dtype=values.dtype)
+            data.reshape(-1)[self.flat_index] = values
+            masked.append(np.ma.MaskedArray(data, mask=mask.copy() if masked else mask))
+        return masked[0] if self.outputs is None else tuple(masked)
 
     def __repr__(self) -> str:
         return result_text(self)
 
     def _repr_html_(self) -> str:
         return result_html(self)
+
+
+def _dense(values: np.ndarray, flat_index: np.ndarray, shape: tuple[int, ...], fill_value: Any) -> np.ndarray:
+    """``values`` at ``flat_index`` in an array of ``shape``, ``fill_value`` elsewhere (see :meth:`Result.to_dense`)."""
+    if fill_value is None:
+        dtype = np.result_type(values.dtype, np.float64)
+        fill_value = np.nan
+    elif values.dtype == object or not isinstance(fill_value, numbers.Number):
+        dtype = np.dtype(object)
+    else:
+        dtype = np.result_type(values.dtype, np.min_scalar_type(fill_value))
+    dense = np.full(shape, fill_value, dtype=dtype)
+    dense.reshape(-1)[flat_index] = values
+    return dense

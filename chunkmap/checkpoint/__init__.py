@@ -91,7 +91,7 @@ class Checkpoint:
             The function or its arguments cannot be fingerprinted (name it instead).
         """
         identity = run_identity(execution.func, plan.source, execution.skip, execution.kwargs, execution.timeout,
-                                chunks, name=self.name)
+                                chunks, name=self.name, outputs=execution.outputs)
         return RunCheckpoint(self.store, identity, describe(execution.func, plan))
 
     def __repr__(self) -> str:

@@ -19,7 +19,8 @@ differs:
 ``arguments``
     ``kwargs``, by the same rules.
 ``options``
-    ``skip`` (the classes' names), ``timeout`` and an explicit ``chunks=``.
+    ``skip`` (the classes' names), ``timeout``, an explicit ``chunks=`` and the names of
+    ``outputs=`` (``outputs=2`` is ``outputs=("out0", "out1")``).
 ``inputs``
     The broadcast shape, each input's dtype and shape and its contents (hashed at memory speed);
     an ``.npy`` file input by its absolute path, size and modification time (not read twice).
@@ -103,6 +104,7 @@ def run_identity(
     timeout: float | None,
     chunks: int | str,
     name: str | None = None,
+    outputs: tuple[str, ...] | None = None,
 ) -> Identity:
     """The :class:`Identity` of ``run(func, *inputs, ...)`` over a planned ``source``.
 
@@ -120,8 +122,11 @@ def run_identity(
         arguments = _Digest()
         _Fingerprint(arguments, "kwargs").value(sorted((kwargs or {}).items()), "kwargs")
         parts["arguments"] = arguments.hexdigest()
-    options = ",".join(f"{cls.__module__}.{cls.__qualname__}" for cls in skip)
-    parts["options"] = _hex("options", f"skip={options};timeout={timeout!r};chunks={chunks!r}".encode())
+    skipped = ",".join(f"{cls.__module__}.{cls.__qualname__}" for cls in skip)
+    options = f"skip={skipped};timeout={timeout!r};chunks={chunks!r}"
+    if outputs is not None:  # so runs without outputs= keep the identity they had before the option existed
+        options += f";outputs={outputs!r}"
+    parts["options"] = _hex("options", options.encode())
     inputs = _Digest()
     inputs.add("shape", repr(source.shape).encode())
     for array in source.arrays:

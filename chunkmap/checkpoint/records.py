@@ -56,7 +56,7 @@ class Record:
 def encode_record(output: ChunkOutput, chunk: Chunk, run: str, layout: dict[str, Any]) -> bytes:
     """The bytes of ``chunk``'s output in run ``run`` cut by ``layout`` (see :func:`decode_record`)."""
     evaluation = output.evaluation
-    if evaluation.values.dtype == object:
+    if evaluation.values.dtype.hasobject:  # an object array, or an output of objects (outputs=)
         raise OptionError(
             "checkpoint= stores results as numeric arrays, and func returned objects "
             "(str, None, ...) that only pickle could store; return numbers, or run without checkpoint="

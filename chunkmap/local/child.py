@@ -38,7 +38,7 @@ TRIM_AFTER = 1 << 18
 def serve(requests: Connection, responses: Connection, heartbeat: np.ndarray) -> None:
     """Answer requests until the parent closes the pipe.
 
-    Each request is ``(func, skip, kwargs, setup, inputs)``; each response one of
+    Each request is ``(func, skip, kwargs, setup, outputs, inputs)``; each response one of
     ``("done", evaluation)``, ``("raised", failure, cause)`` (``func`` raised outside ``skip``, or
     returned a value that cannot be pickled), ``("setup", error)`` (the setup or a per-worker
     factory raised) and ``("interrupt", exception)`` (``func`` raised KeyboardInterrupt or
@@ -50,12 +50,12 @@ def serve(requests: Connection, responses: Connection, heartbeat: np.ndarray) ->
             message = requests.recv_bytes()
         except EOFError:
             return
-        func, skip, kwargs, setup, shared = pickle.loads(message)
+        func, skip, kwargs, setup, outputs, shared = pickle.loads(message)
         columns = shared.columns()
         length = len(columns[0]) if columns else 0
         try:
             run_setup_once(setup)
-            response = ("done", evaluate_columns(func, columns, skip, kwargs, heartbeat))
+            response = ("done", evaluate_columns(func, columns, skip, kwargs, heartbeat, outputs))
         except ElementFailure as failure:
             response = ("raised", failure, _picklable(failure.__cause__))
         except SetupError as error:

@@ -100,7 +100,7 @@ def evaluate_isolated(inputs: ChunkInputs, execution: Execution, pool: WorkerPoo
             stop = start + execution.max_calls - worker.calls
         try:
             payload = cloudpickle.dumps((execution.func, execution.skip, execution.kwargs, execution.setup,
-                                         request(inputs, start, stop, pool.buffers[worker.slot])))
+                                         execution.outputs, request(inputs, start, stop, pool.buffers[worker.slot])))
             response = worker.evaluate(payload, execution.timeout, execution.cancelled,
                                        lambda position: advance(start + position), execution.max_memory)
             worker.calls += stop - start
