@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Hashable, Iterable
 
 import numpy as np
 
@@ -154,13 +154,13 @@ def to_xarray(result: Result, *, status: bool = False) -> xarray.DataArray | xar
                                           "flag_values": np.arange(len(names), dtype=np.int8),
                                           "flag_meanings": " ".join(names)})
     attrs = {**(labels.attrs if labels is not None else {}), **_stats_attrs(result)}
-    outputs = _outputs(result)
-    dense = {name: _dense(values, result.flat_index, result.shape) for name, values in outputs.items()}
-    if getattr(result, "outputs", None) is None:
+    dense = result.to_dense()
+    if result.outputs is None:
         name = labels.name if labels is not None and labels.name is not None else "values"
-        return xr.DataArray(dense["values"], dims=dims, coords=coords, name=name, attrs=attrs)
-    _check_names(outputs, (*dims, *coords))
-    return xr.Dataset({name: (dims, array) for name, array in dense.items()}, coords=coords, attrs=attrs)
+        return xr.DataArray(dense, dims=dims, coords=coords, name=name, attrs=attrs)
+    _check_names(result.outputs, (*dims, *coords))
+    return xr.Dataset({name: (dims, array) for name, array in zip(result.outputs, dense)}, coords=coords,
+                      attrs=attrs)
 
 
 def to_pandas(result: Result) -> pandas.DataFrame:
@@ -181,7 +181,7 @@ def to_pandas(result: Result) -> pandas.DataFrame:
     """
     pd = _optional("pandas", "to_pandas()", "chunkmap[pandas]")
     dims = _dims(result, getattr(result, "labels", None))
-    outputs = _outputs(result)
+    outputs = {"values": result.values} if result.outputs is None else result.values
     _check_names(outputs, dims)
     columns = {**_position_columns(dims, result.coords), **outputs}
     return pd.DataFrame(columns)
@@ -241,15 +241,7 @@ def _dims(result: Result, labels: Labels | None) -> tuple[Hashable, ...]:
     return tuple(labels.dims)
 
 
-def _outputs(result: Result) -> dict[Hashable, np.ndarray]:
-    """The result's values by output name (``"values"`` for a single output)."""
-    names = getattr(result, "outputs", None)
-    if names is None:
-        return {"values": result.values}
-    return {name: result.values[name] for name in names}
-
-
-def _check_names(outputs: Mapping[Hashable, np.ndarray], taken: tuple[Hashable, ...]) -> None:
+def _check_names(outputs: Iterable[Hashable], taken: tuple[Hashable, ...]) -> None:
     """Refuse outputs named like a dimension or a coordinate (one would hide the other)."""
     clashes = [name for name in outputs if name in taken]
     if clashes:
@@ -262,16 +254,8 @@ def _position_columns(dims: tuple[Hashable, ...], coords: tuple[np.ndarray, ...]
     return {dim: np.asarray(axis, np.int64) for dim, axis in zip(dims, coords)}
 
 
-def _dense(values: np.ndarray, flat_index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``values`` at ``flat_index`` in an array of ``shape``, NaN elsewhere (``Result.to_dense()``'s rule)."""
-    dense = np.full(shape, np.nan, np.result_type(values.dtype, np.float64))
-    dense.reshape(-1)[flat_index] = values
-    return dense
-
-
 def _stats_attrs(result: Result) -> dict[str, Any]:
     """The run's statistics as attrs (``chunkmap_elements``, ...), none without stats."""
-    stats = getattr(result, "stats", None)
-    if stats is None:
+    if result.stats is None:
         return {}
-    return {f"chunkmap_{key}": value for key, value in dataclasses.asdict(stats).items()}
+    return {f"chunkmap_{key}": value for key, value in dataclasses.asdict(result.stats).items()}

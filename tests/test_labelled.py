@@ -200,17 +200,52 @@ def test_a_real_crash_is_a_crash_in_the_status_and_the_failures_table():
 
 
 def two_output_result():
-    """A Result of two outputs (a float and an int), a failure and a masked element, as run(outputs=) makes them."""
+    """A Result of two outputs (a float and an int), a failure and a masked element."""
     shape, flat_index = (2, 3), np.array([0, 2, 3, 5])
     values = {"total": np.array([0.5, 1.5, 2.5, 3.5]), "larger": np.array([1, 0, 1, 1])}
-    failures = Failures(shape, [4], ["Boom"], ["bad"])
-    coords = np.unravel_index(flat_index, shape)
-    try:
-        return Result(shape, coords, values, failures, outputs=("total", "larger"))
-    except TypeError:  # before multiple outputs landed in Result
-        result = Result(shape, coords, values, failures)
-        result.outputs = ("total", "larger")
-        return result
+    return Result(shape, np.unravel_index(flat_index, shape), values, Failures(shape, [4], ["Boom"], ["bad"]))
+
+
+def total_larger_text(a, b):
+    """Three outputs of mixed types: a float, an int and a str; KeyError on a tenth of the elements."""
+    if a > 0.9:
+        raise KeyError(f"too large: {a}")
+    return a + b, int(a > b), f"{a:.2f}"
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "processes"])
+def test_a_run_with_three_outputs_gives_a_dataset_and_a_table_equal_to_the_serial_loop(scheduler):
+    a, b = seed_like()
+    result = chunkmap.run(total_larger_text, a, b, mask=a <= SENTINEL, skip=KeyError,
+                          outputs=("total", "larger", "text"), chunks=16, scheduler=scheduler, progress=False)
+    table = {"dim_0": [], "dim_1": [], "total": [], "larger": [], "text": []}
+    dense = {name: np.full(a.shape, np.nan, dtype) for name, dtype in (("total", float), ("larger", float),
+                                                                       ("text", object))}
+    states = np.full(a.shape, "masked", dtype=object)
+    for (i, j), x in np.ndenumerate(a):
+        if x <= SENTINEL:
+            continue
+        try:
+            outs = total_larger_text(x.item(), b[i, j].item())
+        except KeyError:
+            states[i, j] = "exception"
+            continue
+        states[i, j] = "computed"
+        for name, item in zip(table, (i, j, *outs)):
+            table[name].append(item)
+        for name, item in zip(dense, outs):
+            dense[name][i, j] = item
+    got = to_pandas(result)
+    assert got.to_dict("list") == table
+    assert [str(dtype) for dtype in got.dtypes[:4]] == ["int64", "int64", "float64", "int64"]
+    dataset = to_xarray(result, status=True)
+    assert list(dataset.data_vars) == ["total", "larger", "text"]
+    for name, expected in dense.items():
+        assert dataset[name].dtype == expected.dtype
+        assert dataset[name].isnull().values.tolist() == (states != "computed").tolist()
+        computed = states == "computed"
+        assert dataset[name].values[computed].tolist() == expected[computed].tolist()
+    np.testing.assert_array_equal(np.array(STATUS, dtype=object)[dataset["status"].values], states)
 
 
 def test_several_outputs_give_a_dataset_and_a_column_each():
