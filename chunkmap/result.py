@@ -12,12 +12,17 @@ import functools
 import itertools
 import numbers
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, overload
 
 import numpy as np
 
+from . import labelled
 from .display import failures_html, failures_summary, failures_text, result_html, result_text
 from .failures import FailureRecords
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 
 __all__ = ["Result", "Failures", "Failure", "Stats", "unravel"]
 
@@ -230,6 +235,10 @@ class Failures:
         """One line: how many failed, by kind and by exception type (``repr`` adds the first rows)."""
         return failures_summary(self)
 
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per failure: positions, kind, type, message (:func:`chunkmap.labelled.failures_to_pandas`)."""
+        return labelled.failures_to_pandas(self)
+
     def __repr__(self) -> str:
         return failures_text(self)
 
@@ -351,6 +360,14 @@ class Result:
             data.reshape(-1)[self.flat_index] = values
             masked.append(np.ma.MaskedArray(data, mask=mask.copy() if masked else mask))
         return masked[0] if self.outputs is None else tuple(masked)
+
+    def to_xarray(self, *, status: bool = False) -> xarray.DataArray | xarray.Dataset:
+        """A DataArray (a Dataset for ``outputs=``) with the inputs' labels (:func:`chunkmap.labelled.to_xarray`)."""
+        return labelled.to_xarray(self, status=status)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """A table of a row per computed element: positions, then values (:func:`chunkmap.labelled.to_pandas`)."""
+        return labelled.to_pandas(self)
 
     def __repr__(self) -> str:
         return result_text(self)

@@ -301,3 +301,13 @@ def test_importing_the_module_imports_neither_xarray_nor_pandas():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_result_and_its_failures_convert_themselves(run):
+    _, _, result, (computed, failed, _, dense) = run
+    assert result.to_pandas().to_dict("list") == computed
+    table = result.failures.to_pandas()
+    assert {column: table[column].tolist() for column in table.columns} == failed
+    array = result.to_xarray(status=True)
+    np.testing.assert_array_equal(array.values, dense)
+    assert "status" in array.coords and "status" not in result.to_xarray().coords
