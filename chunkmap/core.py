@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 from . import backends, options, sizing
 from .backends import Backend
+from .blocks import BlockOutputs, BlockPlan
 from .checkpoint import Checkpoint, RunCheckpoint
-from .errors import CheckpointWarning, RunCancelledError
+from .errors import CheckpointWarning, IdentityError, RunCancelledError
 from .kernel import Cancellation, ChunkOutput, Execution
 from .outputs import Delivery, Outputs
 from .plan import Plan, make_plan
@@ -30,6 +31,9 @@ from .workers import Workers
 __all__ = ["run"]
 
 CANCELLED = "the run was cancelled (its cancel= event was set)"
+LAZY_CHECKPOINT = ("checkpoint= needs the inputs' identity, and chunkmap cannot fingerprint lazy inputs (dask, zarr, "
+                   "xarray data not in memory) without reading them whole; run without checkpoint=, or pass numpy "
+                   "arrays or .npy files")
 
 
 def run(
@@ -46,6 +50,7 @@ def run(
     checkpoint: Any = None,
     workers: int | Workers | None = None,
     cancel: Any = None,
+    outputs: int | tuple[str, ...] | None = None,
 ) -> Result:
     """Call ``func`` on every unmasked element of ``arrays``, in parallel on dask.
 
@@ -61,19 +66,33 @@ def run(
     *arrays : array_like
         One or more arrays of any number of dimensions (lists too), broadcast to one shape.
         numpy masked arrays contribute their masks. Dtypes: bool, integer, unsigned, floating,
-        complex. Inputs are never stacked or copied whole: chunks read them in place.
+        complex, in any byte order. Inputs are never stacked or copied whole: chunks read them
+        in place. ``.npy`` paths are read by range. dask arrays, zarr arrays and xarray objects
+        whose data is not in memory (dask-backed, or opened lazily from a file) are *lazy*:
+        the work is cut into boxes following their storage chunks, and each task reads its
+        box of every input (a dask array's blocks computed there, a zarr region read through
+        zarr) and of the mask, so the client holds O(boxes) and no worker more than a box per
+        task; results come back to the client (``result.stats.masked`` is known at the end,
+        and progress counts every element, masked ones as their box is read). xarray objects
+        broadcast by dimension name as in ``xarray.apply_ufunc`` (all array inputs must then be
+        xarray), a ``Dataset`` stands for its data variables (``ds[["a", "b"]]``), and the
+        result keeps their dims and coordinates (``result.to_xarray()``).
     mask : None, array_like of bool, or callable, optional
         ``True`` means "do not compute" (the numpy.ma convention). An array must broadcast to
         the inputs' shape. A callable is vectorised: it receives consecutive 1-D slices of the
         broadcast, C-order flattened inputs (one array per input) and returns a boolean array
-        of the same length; it is evaluated in the calling process before any work is sent.
-        Masked elements are never passed to ``func`` and never sent to workers.
+        of the same length; it is evaluated in the calling process before any work is sent
+        (with lazy inputs: in each task, on its box). A mask that is a dask, zarr or xarray
+        array is read box by box like an input. Masked elements are never passed to ``func``
+        and never sent to worker processes.
     skip : exception class or tuple of them, optional
         A call raising one of these is recorded in ``result.failures`` (coordinates, exception
         type, message) and the run goes on. Any other exception stops the run with an
         :class:`~chunkmap.errors.ElementError` naming the element's coordinates and inputs.
     chunks : "auto" or int, optional
-        Unmasked elements per chunk, the unit of scheduling. ``"auto"`` sizes chunks from a
+        Unmasked elements per chunk, the unit of scheduling (with lazy inputs: elements per box,
+        masked ones included; ``"auto"`` follows the storage chunks, merged up to 65,536
+        elements, see :mod:`chunkmap.blocks`). ``"auto"`` sizes chunks from a
         timed pilot on the first elements (kept, not wasted; every worker takes part): rounds of
         one chunk per worker with 1, 8, 64, ... elements each until a round takes 20 ms, which
         gives the time per call ``t`` and the overhead per task ``o``. The rest is cut into
@@ -93,6 +112,15 @@ def run(
         Run on this client's cluster; the same as ``scheduler=client``.
     kwargs : mapping, optional
         Keyword arguments passed to every call of ``func``.
+    outputs : int or tuple of str, optional
+        ``func`` returns a tuple (any sequence) of this many values, or of one value per name
+        (distinct identifiers, e.g. ``outputs=("price", "vega")``); an int ``n`` names them
+        ``"out0"`` to ``"out{n-1}"``. Then ``result.values`` is a dict of name to values (each
+        output with its own dtype, by the rule of a single output), ``result.outputs`` the
+        names, the result unpacks as the coordinates followed by each output
+        (``xs, ys, price, vega = run(...)``) and ``to_dense()`` returns one array per output.
+        A call returning anything else stops the run with
+        :class:`~chunkmap.errors.OutputCountError`.
     progress : bool, dict, tqdm bar, callable or None, optional
         A live count of elements (done/total, rate, ETA, failures). ``None`` (the default)
         shows a tqdm bar named after ``func`` when interactive (Jupyter, IPython, a terminal)
@@ -108,13 +136,14 @@ def run(
         finished chunks when the same call runs again: after a crash, a kill or Ctrl-C, the
         rerun computes only the rest and returns the same result as an uninterrupted run.
         Runs are told apart by their identity: the function's code and bound state, ``kwargs``,
-        ``skip``, ``timeout``, an explicit ``chunks``, the inputs' contents and the mask (see
+        ``skip``, ``timeout``, an explicit ``chunks``, ``outputs``, the inputs' contents and the mask (see
         :mod:`chunkmap.checkpoint.identity`; ``chunkmap.Checkpoint(location, name=...)`` names
         the function yourself). A different call starts a fresh run beside the old one, with a
         :class:`~chunkmap.errors.CheckpointWarning` saying what differs; stored records that do
         not prove they belong to this run are computed again (``result.stats.rejected``). The
         same call running elsewhere at the moment raises
-        :class:`~chunkmap.errors.CheckpointBusyError`.
+        :class:`~chunkmap.errors.CheckpointBusyError`. Lazy inputs cannot be fingerprinted
+        without reading them whole, so they raise :class:`~chunkmap.errors.IdentityError`.
     workers : int or chunkmap.Workers, optional
         How many local worker processes (or threads) call ``func``: an int, or
         ``chunkmap.Workers(count=, setup=, max_calls=, max_memory=)`` to also run a setup once in
@@ -153,11 +182,15 @@ def run(
     chunkmap.errors.NotCallableError
         ``func`` is not callable.
     chunkmap.errors.OptionError
-        ``chunks``, ``skip`` or ``kwargs`` out of their domain.
+        ``chunks``, ``skip``, ``kwargs`` or ``outputs`` out of their domain.
     chunkmap.errors.SchedulerError
         An unknown scheduler, or no scheduler at the address (``SchedulerUnreachableError``).
     chunkmap.errors.ElementError
         ``func`` raised an exception not listed in ``skip``.
+    chunkmap.errors.OutputCountError
+        With ``outputs=``, ``func`` returned something other than a sequence of one value per
+        output (also an ``ElementError`` and a ``ValueError``); it names the element's
+        coordinates and inputs, what ``func`` returned and how many values were expected.
     chunkmap.errors.CheckpointError
         The checkpoint cannot be written or trusted (a full disk, a corrupt manifest), another
         live run holds it (``CheckpointBusyError``), or ``func`` cannot be fingerprinted
@@ -187,20 +220,27 @@ def run(
     spec = Workers.of(workers)
     execution = Execution(options.function(func), options.skip_classes(skip), options.call_kwargs(kwargs),
                           options.call_timeout(timeout), spec.setup, spec.max_calls, spec.max_memory,
-                          cancelled=Cancellation(options.cancel_event(cancel)))
+                          options.output_names(outputs), cancelled=Cancellation(options.cancel_event(cancel)))
     chunks = options.chunk_option(chunks)
     location = Checkpoint.of(checkpoint) if checkpoint is not None else None
     backends.prewarm(scheduler, client, spec.count, execution)  # workers start while dask is imported
     with one_interrupt(), backends.resolve(scheduler, client, spec.count) as backend:
         backend.prepare(execution)
         plan = make_plan(arrays, mask=mask)
+        if isinstance(plan, BlockPlan) and location is not None:
+            raise IdentityError(LAZY_CHECKPOINT)
+        total = plan.elements if isinstance(plan, BlockPlan) else plan.unmasked
         saved = location.open_run(plan, execution, chunks) if location is not None else None
         reporter = None
         deliveries: list[Delivery] = []  # the run's, once laid out (what an interrupt reports)
         try:
-            reporter = make_progress(progress, plan.unmasked, desc=bar_name(func), started=started)
+            reporter = make_progress(progress, total, desc=bar_name(func), started=started)
             execution.progress = reporter.advance if reporter is not None else None
-            outputs, resumed = _compute(plan, chunks, execution, backend, saved, reporter, deliveries)
+            if isinstance(plan, BlockPlan):
+                outputs, resumed = _compute_blocks(plan.with_chunks(chunks), execution, backend, reporter,
+                                                   deliveries)
+            else:
+                outputs, resumed = _compute(plan, chunks, execution, backend, saved, reporter, deliveries)
             if execution.cancelled.by_caller():
                 raise RunCancelledError(CANCELLED)
         except BaseException as error:
@@ -211,8 +251,8 @@ def run(
             kept = (f"finished chunks are kept in {location.store.location}; run the same call again to resume"
                     if saved is not None else "nothing was kept: pass checkpoint= to keep work")
             if isinstance(error, KeyboardInterrupt):
-                raise KeyboardInterrupt(f"interrupted after {done:,} of {plan.unmasked:,} elements; {kept}") from None
-            raise RunCancelledError(f"{CANCELLED} after {done:,} of {plan.unmasked:,} elements; {kept}") from None
+                raise KeyboardInterrupt(f"interrupted after {done:,} of {total:,} elements; {kept}") from None
+            raise RunCancelledError(f"{CANCELLED} after {done:,} of {total:,} elements; {kept}") from None
         finally:
             if reporter is not None:
                 reporter.close()
@@ -220,12 +260,13 @@ def run(
                 saved.close()
                 _show(saved)
     result = outputs.result()
+    result.labels = plan.labels
     wall_time = time.perf_counter() - started
-    calls = len(result.values) + len(result.failures) - resumed
+    calls = len(result) + len(result.failures) - resumed
     result.stats = Stats(
         elements=plan.elements,
-        masked=plan.elements - plan.unmasked,
-        computed=len(result.values),
+        masked=plan.elements - len(result) - len(result.failures),
+        computed=len(result),
         failed=len(result.failures),
         wall_time=wall_time,
         rate=calls / wall_time if wall_time > 0 else float(calls),
@@ -251,7 +292,7 @@ def _compute(plan: Plan, chunks: int | str, execution: Execution, backend: Backe
         execute = functools.partial(backend.execute, plan.source, execution)
         layout = (*sizing.pilot(plan, backend.workers, execute, pilot_outputs.append), backend.workers)
     plan = plan.with_layout(*(layout or ((), 1, 0)))
-    deliver = Delivery(plan.chunks, Outputs(plan.shape, plan.chunks), saved, reporter)
+    deliver = Delivery(plan.chunks, Outputs(plan.shape, plan.chunks, execution.outputs), saved, reporter)
     deliveries.append(deliver)
     resumed = 0
     if saved is not None:
@@ -264,6 +305,15 @@ def _compute(plan: Plan, chunks: int | str, execution: Execution, backend: Backe
     if saved is not None:
         saved.finish()
     return deliver.outputs, resumed
+
+
+def _compute_blocks(plan: BlockPlan, execution: Execution, backend: Backend, reporter: Progress | None,
+                    deliveries: list[Delivery]) -> tuple[BlockOutputs, int]:
+    """Compute the boxes of a run over lazy inputs: the outputs, and 0 resumed."""
+    deliver = Delivery(plan.chunks, BlockOutputs(plan.shape, plan.chunks, execution.outputs), None, reporter)
+    deliveries.append(deliver)
+    backend.execute(plan.source, execution, plan.chunks, deliver)
+    return deliver.outputs, 0
 
 
 def _show(saved: RunCheckpoint, depth: int = 0) -> None:
