@@ -37,7 +37,7 @@ MANIFEST, PROGRESS, LEASE = "manifest.json", "progress.json", "lease"
 RECORD = re.compile(r"chunk-(\d{9})")
 #: what each identity part means, for notices
 PART_NAMES = {"function": "the function (its code, bound state or name)", "arguments": "kwargs",
-              "options": "skip, timeout or chunks", "inputs": "the inputs", "mask": "the mask"}
+              "options": "skip, timeout, chunks or outputs", "inputs": "the inputs", "mask": "the mask"}
 #: seconds between writes of the progress record
 PROGRESS_EVERY = 1.0
 

@@ -98,11 +98,11 @@ def test_other_functions_inputs_or_kwargs_start_fresh_runs_and_say_what_differs(
     a, b = seed_inputs((10, 12), seed=2)
     chunkmap.run(ew.scaled, a, b, checkpoint=tmp_path, scheduler="threads")
     variants = [
-        (ew.add_or_boom, (a, b), {"skip": ew.Boom}, "the function (its code, bound state or name), skip, timeout or chunks"),
+        (ew.add_or_boom, (a, b), {"skip": ew.Boom}, "the function (its code, bound state or name), skip, timeout, chunks or outputs"),
         (ew.scaled, (a, b), {"kwargs": {"scale": 2.0}}, "kwargs"),
         (ew.scaled, (a, b * 1.0000001), {}, "the inputs"),
         (ew.scaled, (a, b), {"mask": a > 0.9}, "the mask"),
-        (ew.scaled, (a, b), {"chunks": 7}, "skip, timeout or chunks"),
+        (ew.scaled, (a, b), {"chunks": 7}, "skip, timeout, chunks or outputs"),
     ]
     for number, (func, arrays, options, differs) in enumerate(variants, start=2):
         with pytest.warns(chunkmap.errors.CheckpointWarning, match=f"holds {number - 1} other run.*differs in: {re.escape(differs)}$"):

@@ -179,7 +179,7 @@ def test_another_timeout_is_another_run(tmp_path):
     first = chunkmap.run(slowlib.slow_computation, a, a, skip=slowlib.InternalError, timeout=0.5, chunks=1,
                          checkpoint=tmp_path, scheduler="processes")
     assert [f.kind for f in first.failures] == ["timeout"]
-    with pytest.warns(CheckpointWarning, match="differs in: skip, timeout or chunks$"):
+    with pytest.warns(CheckpointWarning, match="differs in: skip, timeout, chunks or outputs$"):
         second = chunkmap.run(slowlib.slow_computation, a, a, skip=slowlib.InternalError, timeout=0.7, chunks=1,
                               checkpoint=tmp_path, scheduler="processes")
     assert second.stats.resumed == 0 and [f.kind for f in second.failures] == ["timeout"]
