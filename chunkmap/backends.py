@@ -116,9 +116,11 @@ class SyncBackend(Backend):
         def evaluate_here(chunk: Chunk) -> ChunkOutput | None:
             output = evaluate(chunk.index, chunk.start, chunk.stop, source, execution.func, execution.skip,
                               execution.kwargs, execution.cancelled, execution.outputs)
-            if output is not None and execution.progress is not None:
-                execution.progress(chunk.size)
-            return output
+            if output is None:
+                return None
+            if execution.progress is not None:
+                execution.progress(output.unmasked)
+            return source.finish(chunk, output)
 
         if chunks:
             compute_local(chunks, evaluate_here, deliver, execution, self.workers, self.threaded)
@@ -144,8 +146,8 @@ class ProcessesBackend(Backend):
 
         if chunks:
             pool = shared_pool(self.workers, *execution.pool_key())
-            compute_local(chunks, lambda chunk: evaluate_chunk(chunk, source, execution, pool), deliver, execution,
-                          self.workers)
+            compute_local(chunks, lambda chunk: source.finish(chunk, evaluate_chunk(chunk, source, execution, pool)),
+                          deliver, execution, self.workers)
 
 
 class DistributedBackend(Backend):

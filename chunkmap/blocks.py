@@ -71,6 +71,18 @@ def block_ends(shape: tuple[int, ...], preferred: Sequence[Sequence[int] | None]
     return axes
 
 
+def regular_ends(ends: Sequence[int]) -> list[int]:
+    """Ends of equal intervals (the last one shorter) as long as the longest of ``ends``.
+
+    Examples
+    --------
+    >>> regular_ends([3, 5, 9]), regular_ends([4, 8, 10])
+    ([3, 6, 9], [4, 8, 10])
+    """
+    step = _longest(ends)
+    return [*range(step, ends[-1], step), ends[-1]] if ends else []
+
+
 def _longest(ends: Sequence[int]) -> int:
     return int(np.diff([0, *ends]).max(initial=0))
 
@@ -106,6 +118,7 @@ class BlockSource:
     ends: list[list[int]]
     masks: list[BoxReader] = field(default_factory=list)
     mask_callable: Callable[..., Any] | None = None
+    writer: Any = None  #: a :class:`~chunkmap.stored.BoxWriter` with ``output=``
 
     @property
     def size(self) -> int:
@@ -159,6 +172,12 @@ class BlockSource:
             raise ValueError(f"work positions [{start}, {stop}) are not one box of this source")
         return self.box(number)
 
+    def finish(self, chunk: Any, output: Any) -> Any:
+        """What a task hands back for ``chunk``'s output: the output, or with ``output=`` its counts once written."""
+        if self.writer is None or output is None:
+            return output
+        return self.writer.write(output, self._box_at(chunk.start, chunk.stop), chunk.size)
+
     def readable_elsewhere(self) -> bool:
         """False: a box is read by the task that evaluates it, and its unmasked values sent on."""
         return False
@@ -211,6 +230,10 @@ class BlockPlan:
         else:
             ends = block_ends(self.shape, self.preferred, UNCHUNKED_ELEMENTS)
         return replace(self, source=replace(self.source, ends=ends))
+
+    def regular(self) -> BlockPlan:
+        """The same plan with equal boxes along each axis (the last ones shorter): a zarr chunk grid."""
+        return replace(self, source=replace(self.source, ends=[regular_ends(ends) for ends in self.source.ends]))
 
     @functools.cached_property
     def chunks(self) -> list[Any]:

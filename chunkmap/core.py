@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import replace
 import warnings
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -18,6 +19,7 @@ from typing import Any, Callable
 from . import backends, options, sizing
 from .backends import Backend
 from .blocks import BlockOutputs, BlockPlan
+from .stored import OutputStore, StoredOutputs, StoredResult
 from .checkpoint import Checkpoint, RunCheckpoint
 from .errors import CheckpointWarning, IdentityError, RunCancelledError
 from .kernel import Cancellation, ChunkOutput, Execution
@@ -51,6 +53,7 @@ def run(
     workers: int | Workers | None = None,
     cancel: Any = None,
     outputs: int | tuple[str, ...] | None = None,
+    output: Any = None,
 ) -> Result:
     """Call ``func`` on every unmasked element of ``arrays``, in parallel on dask.
 
@@ -226,7 +229,7 @@ def run(
     backends.prewarm(scheduler, client, spec.count, execution)  # workers start while dask is imported
     with one_interrupt(), backends.resolve(scheduler, client, spec.count) as backend:
         backend.prepare(execution)
-        plan = make_plan(arrays, mask=mask)
+        plan = make_plan(arrays, mask=mask, boxes=output is not None)
         if isinstance(plan, BlockPlan) and location is not None:
             raise IdentityError(LAZY_CHECKPOINT)
         total = plan.elements if isinstance(plan, BlockPlan) else plan.unmasked
@@ -236,7 +239,10 @@ def run(
         try:
             reporter = make_progress(progress, total, desc=bar_name(func), started=started)
             execution.progress = reporter.advance if reporter is not None else None
-            if isinstance(plan, BlockPlan):
+            if output is not None:
+                outputs, resumed = _compute_stored(plan.with_chunks(chunks).regular(), output, chunks, execution,
+                                                   backend, reporter, deliveries)
+            elif isinstance(plan, BlockPlan):
                 outputs, resumed = _compute_blocks(plan.with_chunks(chunks), execution, backend, reporter,
                                                    deliveries)
             else:
@@ -262,12 +268,13 @@ def run(
     result = outputs.result()
     result.labels = plan.labels
     wall_time = time.perf_counter() - started
-    calls = len(result) + len(result.failures) - resumed
+    failed = result.failed_count if isinstance(result, StoredResult) else len(result.failures)
+    calls = len(result) + failed - resumed
     result.stats = Stats(
         elements=plan.elements,
-        masked=plan.elements - len(result) - len(result.failures),
+        masked=plan.elements - len(result) - failed,
         computed=len(result),
-        failed=len(result.failures),
+        failed=failed,
         wall_time=wall_time,
         rate=calls / wall_time if wall_time > 0 else float(calls),
         resumed=resumed,
@@ -314,6 +321,21 @@ def _compute_blocks(plan: BlockPlan, execution: Execution, backend: Backend, rep
     deliveries.append(deliver)
     backend.execute(plan.source, execution, plan.chunks, deliver)
     return deliver.outputs, 0
+
+
+def _compute_stored(plan: BlockPlan, output: Any, chunks: int | str, execution: Execution, backend: Backend,
+                    reporter: Progress | None, deliveries: list[Delivery]) -> tuple[StoredOutputs, int]:
+    """Compute the boxes into the ``output=`` store, resuming from the boxes it holds: the outputs and resumed count."""
+    store = OutputStore.open(output, plan, execution, chunks, backend.name)
+    plan = replace(plan, source=replace(plan.source, writer=store.writer()))
+    deliver = Delivery(plan.chunks, StoredOutputs(store, plan), None, reporter)
+    deliveries.append(deliver)
+    try:
+        resumed = deliver.resume(store.finished())
+        backend.execute(plan.source, execution, deliver.remaining(), deliver)
+    finally:
+        store.flush()  # the finished boxes are kept, also on Ctrl-C or an error
+    return deliver.outputs, resumed
 
 
 def _show(saved: RunCheckpoint, depth: int = 0) -> None:

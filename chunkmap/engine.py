@@ -147,7 +147,7 @@ def compute_distributed(
             future.release()
             deliver(output)
             if execution.progress is not None:
-                execution.progress(len(output.flat_index))
+                execution.progress(output.unmasked)
             if execution.cancelled.is_set():
                 return  # the caller's cancel=: the run raises; the futures left are cancelled below
     finally:
@@ -182,4 +182,4 @@ def remote_task(chunk: Chunk, source: Source, execution: Execution) -> ChunkOutp
         size = get_worker().state.nthreads
     except ValueError:  # not inside a dask worker (e.g. the client's own process)
         size = 1
-    return evaluate_chunk(chunk, source, execution, shared_pool(size, *execution.pool_key()))
+    return source.finish(chunk, evaluate_chunk(chunk, source, execution, shared_pool(size, *execution.pool_key())))

@@ -34,6 +34,7 @@ class also derives from the builtin exception a caller would naturally catch, so
     │   ├── CheckpointUnreachableError(ConnectionError)   the checkpoint's server cannot be reached
     │   └── IdentityError(TypeError)           func or kwargs hold something that cannot be fingerprinted
     ├── ResultWriteError(OSError)              a result file cannot be written (its folder vanished, a full disk)
+    ├── OutputStoreError(OSError)              an output= zarr store that holds other data, or values it cannot hold
     ├── SharedMemoryError(OSError)             a shared-memory segment cannot be created, mapped or unlinked
     ├── ClosedError(ValueError)                use of a closed SharedArray or SlotPool
     │   └── PoolClosedError                    the SlotPool was closed, or aborted by an exception
@@ -52,6 +53,7 @@ from typing import Any
 
 __all__ = [
     "ChunkmapError",
+    "OutputStoreError",
     "InputError",
     "ShapeError",
     "DtypeError",
@@ -275,6 +277,13 @@ class MissingKeyError(StoreError, KeyError):
 
 class CheckpointError(ChunkmapError, OSError):
     """A checkpoint location cannot be read, written or trusted (corrupt manifest, full disk...)."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror) pairs
+        return str(self.args[0]) if self.args else ""
+
+
+class OutputStoreError(ChunkmapError, OSError):
+    """``output=`` names a zarr store that holds another call's result or other data, or values it cannot store."""
 
     def __str__(self) -> str:  # OSError would format (errno, strerror) pairs
         return str(self.args[0]) if self.args else ""

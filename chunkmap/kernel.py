@@ -264,6 +264,15 @@ class ChunkOutput:
     evaluation: Evaluation
     seconds: float = 0.0
 
+    @property
+    def unmasked(self) -> int:
+        """How many elements the chunk evaluated (its unmasked ones)."""
+        return len(self.flat_index)
+
+    @property
+    def failed(self) -> int:
+        return len(self.evaluation.failures)
+
 
 def evaluate(
     index: int,

@@ -143,17 +143,17 @@ class Delivery:
         if self.checkpoint is not None:
             self.checkpoint.save(output, self.chunks[output.index])
         if self.progress is not None:
-            self.progress.fail(len(output.evaluation.failures))
-            self.progress.masked(self.chunks[output.index].size - len(output.flat_index))  # a lazy box's mask
+            self.progress.fail(output.failed)
+            self.progress.masked(self.chunks[output.index].size - output.unmasked)  # a lazy box's mask
 
     def resume(self, outputs: Sequence[ChunkOutput]) -> int:
-        """Chunks read back from the checkpoint: kept and counted as done; their element count."""
+        """Chunks read back from the checkpoint: kept and counted as done; their unmasked element count."""
         for output in outputs:
             self.outputs.add(output)
-        elements = sum(len(output.flat_index) for output in outputs)
-        if self.progress is not None:
-            self.progress.resume(elements, sum(len(output.evaluation.failures) for output in outputs))
-        return elements
+        if self.progress is not None:  # a lazy run's bar counts the masked elements of a box too
+            self.progress.resume(sum(self.chunks[output.index].size for output in outputs),
+                                 sum(output.failed for output in outputs))
+        return sum(output.unmasked for output in outputs)
 
     def done(self) -> int:
         """Elements of the chunks delivered so far (computed, failed or resumed)."""

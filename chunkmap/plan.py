@@ -93,7 +93,7 @@ class Plan:
 
 
 
-def make_plan(arrays: Sequence[Any], mask: Any = None) -> Plan | BlockPlan:
+def make_plan(arrays: Sequence[Any], mask: Any = None, boxes: bool = False) -> Plan | BlockPlan:
     """Validate and normalise the inputs of :func:`chunkmap.run` and resolve the mask; no layout yet.
 
     Parameters
@@ -105,11 +105,14 @@ def make_plan(arrays: Sequence[Any], mask: Any = None) -> Plan | BlockPlan:
         ``True`` marks an element not to compute. A callable receives 1-D slices of the
         broadcast, C-order flattened inputs and returns one bool per element.
 
+    boxes : bool
+        Plan boxes (a :class:`BlockPlan`) whatever the inputs (``output=`` writes boxes).
+
     Returns
     -------
     Plan or BlockPlan
         A :class:`BlockPlan` when an input or the mask is lazy (dask, zarr, xarray data not in
-        memory): the mask is then evaluated box by box where the inputs are read.
+        memory), or with ``boxes``: the mask is then evaluated box by box where the inputs are read.
 
     Examples
     --------
@@ -122,7 +125,7 @@ def make_plan(arrays: Sequence[Any], mask: Any = None) -> Plan | BlockPlan:
     arrays = lazy.expand_datasets(arrays)
     dims = lazy.output_dims(arrays)
     labels = lazy.labels_of(arrays, dims) if dims is not None else None
-    if any(map(lazy.is_lazy, arrays)) or lazy.is_lazy(mask):
+    if boxes or any(map(lazy.is_lazy, arrays)) or lazy.is_lazy(mask):
         return make_block_plan(arrays, mask, dims, labels)
     if dims is not None:
         arrays = [_named_view(array, dims, labels) for array in arrays]

@@ -8,12 +8,15 @@ elements, which is all that is ever sent to a worker process.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from .bitmask import BitMask
 from .npy import NpyReader
+
+if TYPE_CHECKING:
+    from .kernel import ChunkOutput
 
 __all__ = ["Source", "ArraySource"]
 
@@ -87,6 +90,10 @@ class ArraySource:
 
     def __reduce__(self):
         return (ArraySource, (self.arrays, self.shape, self.valid))
+
+    def finish(self, chunk: Any, output: ChunkOutput) -> ChunkOutput:
+        """What a task hands back for ``chunk``'s output: the output itself."""
+        return output
 
     def readable_elsewhere(self, limit: int = 1 << 16) -> bool:
         """Whether another process can read the inputs from a small pickle: files, and in-memory

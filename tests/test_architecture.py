@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 #: the modules that may import only numpy, the standard library and each other
-CORE = ["chunkmap.plan", "chunkmap.source", "chunkmap.arrays", "chunkmap.blocks", "chunkmap.labelled", "chunkmap.bitmask", "chunkmap.kernel", "chunkmap.fields", "chunkmap.loop",
+CORE = ["chunkmap.plan", "chunkmap.source", "chunkmap.arrays", "chunkmap.blocks", "chunkmap.labelled", "chunkmap.stored",
+        "chunkmap.checkpoint.fingerprint", "chunkmap.bitmask", "chunkmap.kernel", "chunkmap.fields", "chunkmap.loop",
         "chunkmap.outputs", "chunkmap.result", "chunkmap.failures", "chunkmap.codec", "chunkmap.sizing",
         "chunkmap.errors", "chunkmap.options", "chunkmap.system", "chunkmap.checkpoint.records",
         "chunkmap.checkpoint.identity", "chunkmap.local.child", "chunkmap.backends", "chunkmap.result_file"]

@@ -47,7 +47,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..blocks import BlockSource
 from ..errors import IdentityError
+from .fingerprint import fingerprint
 from ..npy import NpyReader
 from ..system import is_installed_file
 
@@ -127,6 +129,9 @@ def run_identity(
     if outputs is not None:  # so runs without outputs= keep the identity they had before the option existed
         options += f";outputs={outputs!r}"
     parts["options"] = _hex("options", options.encode())
+    if isinstance(source, BlockSource):
+        parts["inputs"], parts["mask"] = _box_parts(source)
+        return Identity(parts)
     inputs = _Digest()
     inputs.add("shape", repr(source.shape).encode())
     for array in source.arrays:
@@ -143,6 +148,21 @@ def run_identity(
         _hash_array(mask, source.valid.bits)
     parts["mask"] = mask.hexdigest()
     return Identity(parts)
+
+
+def _box_parts(source: BlockSource) -> tuple[str, str]:
+    """The inputs and mask digests of a run over lazy inputs (:mod:`chunkmap.checkpoint.fingerprint`)."""
+    digests = []
+    for label, readers in (("input", source.readers), ("mask", source.masks)):
+        digest = _Digest()
+        digest.add("shape", repr(source.shape).encode())
+        for number, reader in enumerate(readers, start=1):
+            digest.add(label, f"{reader.dtype.str}{reader.axes}".encode())
+            fingerprint(reader.data, digest.add, functools.partial(_hash_array, digest), f"{label} {number}")
+        digests.append(digest)
+    if source.mask_callable is not None:
+        digests[1].add("callable", function_digest(source.mask_callable).encode())
+    return digests[0].hexdigest(), digests[1].hexdigest()
 
 
 def function_digest(func: Callable[..., Any]) -> str:
