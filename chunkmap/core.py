@@ -33,9 +33,9 @@ from .workers import Workers
 __all__ = ["run"]
 
 CANCELLED = "the run was cancelled (its cancel= event was set)"
-LAZY_CHECKPOINT = ("checkpoint= needs the inputs' identity, and chunkmap cannot fingerprint lazy inputs (dask, zarr, "
-                   "xarray data not in memory) without reading them whole; run without checkpoint=, or pass numpy "
-                   "arrays or .npy files")
+LAZY_CHECKPOINT = ("checkpoint= keeps runs over numpy arrays and .npy files; with lazy inputs (dask, zarr, xarray "
+                   "data not in memory) the output= store is the checkpoint: pass output='results.zarr' instead, and "
+                   "rerun the same call to resume")
 
 
 def run(
@@ -145,8 +145,8 @@ def run(
         :class:`~chunkmap.errors.CheckpointWarning` saying what differs; stored records that do
         not prove they belong to this run are computed again (``result.stats.rejected``). The
         same call running elsewhere at the moment raises
-        :class:`~chunkmap.errors.CheckpointBusyError`. Lazy inputs cannot be fingerprinted
-        without reading them whole, so they raise :class:`~chunkmap.errors.IdentityError`.
+        :class:`~chunkmap.errors.CheckpointBusyError`. With lazy inputs ``output=`` is the
+        checkpoint (``checkpoint=`` raises :class:`~chunkmap.errors.IdentityError` saying so).
     workers : int or chunkmap.Workers, optional
         How many local worker processes (or threads) call ``func``: an int, or
         ``chunkmap.Workers(count=, setup=, max_calls=, max_memory=)`` to also run a setup once in
@@ -160,6 +160,16 @@ def run(
         processes are killed, in-process evaluations stop between two blocks of elements, and
         ``run`` raises :class:`~chunkmap.errors.RunCancelledError`. With a checkpoint, finished
         chunks are kept (Ctrl-C does the same and raises ``KeyboardInterrupt``).
+    output : str, path or zarr store, optional
+        Write the results into this zarr group instead of returning them through the client
+        (:mod:`chunkmap.stored`): each task writes its box (one float64 array per output,
+        NaN where nothing was computed, an int8 ``status`` array: 0 computed, 1 masked,
+        2 exception, 3 crash, 4 timeout; failures per box), the client keeps counts only,
+        and the result reads the store when asked (``to_xarray()`` opens it with dask). The
+        store doubles as the checkpoint: the same call with the same ``output=`` resumes from
+        the finished boxes; a store of another call raises
+        :class:`~chunkmap.errors.OutputStoreError` and is left untouched. Inputs are laid out
+        in boxes whatever they are.
     timeout : float, optional
         Seconds one call may take. A call that runs longer is recorded in ``result.failures``
         with kind ``"timeout"``, its worker process is replaced and the run goes on. Needs a
