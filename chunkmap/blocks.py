@@ -77,7 +77,7 @@ def regular_ends(ends: Sequence[int]) -> list[int]:
     Examples
     --------
     >>> regular_ends([3, 5, 9]), regular_ends([4, 8, 10])
-    ([3, 6, 9], [4, 8, 10])
+    ([4, 8, 9], [4, 8, 10])
     """
     step = _longest(ends)
     return [*range(step, ends[-1], step), ends[-1]] if ends else []

@@ -36,12 +36,12 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .arrays import Box
-from .blocks import BlockPlan, box_flat_index
+from .blocks import BlockPlan
 from .errors import OutputStoreError
 from .kernel import COMPUTED, KINDS, ChunkOutput
 from .labelled import STATUS
@@ -116,11 +116,17 @@ class BoxWriter:
 
 
 def _box_positions(flat_index: np.ndarray, box: Box, shape: tuple[int, ...]) -> np.ndarray:
-    """The positions in ``box`` (C order) of elements given by their flat indices in ``shape``."""
-    coords = np.unravel_index(flat_index, shape) if shape else ()
-    return np.ravel_multi_index(tuple(axis - start for axis, (start, _) in zip(coords, box)),
-                                tuple(stop - start for start, stop in box)).astype(np.int64) if shape else \
-        np.zeros(len(flat_index), np.int64)
+    """The positions in ``box`` (C order) of elements given by their flat indices in ``shape``.
+
+    Examples
+    --------
+    >>> _box_positions(np.array([7, 13]), ((1, 3), (2, 4)), (3, 5)).tolist()
+    [0, 3]
+    """
+    if not shape:
+        return np.zeros(len(flat_index), np.int64)
+    within = tuple(axis - start for axis, (start, _) in zip(np.unravel_index(flat_index, shape), box))
+    return np.ravel_multi_index(within, tuple(stop - start for start, stop in box)).astype(np.int64)
 
 
 class OutputStore:
