@@ -4,8 +4,8 @@ Standard library only; the objects are read through their public attributes. The
 ``repr`` a terminal shows, the HTML is what Jupyter shows (``_repr_html_``), in the spirit of
 xarray's and dask's summaries: plain tables with a few inline styles and no CSS classes or
 scripts, so they read the same in Jupyter, on GitHub and nbviewer and in an HTML export.
-Every string a user's function produced (exception types and messages) goes through
-:func:`html.escape`; messages are shown on one line, cut to a fixed width.
+Every string a user's function produced (exception types and messages) and every input shown
+goes through :func:`html.escape`; messages and inputs are shown on one line, cut to a fixed width.
 """
 
 from __future__ import annotations
@@ -14,14 +14,21 @@ import html
 import math
 from typing import Any
 
-__all__ = ["result_text", "result_html", "failures_summary", "failures_text", "failures_html"]
+__all__ = ["result_text", "result_html", "failures_summary", "failures_text", "failures_html", "input_names"]
 
 #: failure rows shown by the text and the HTML summaries before "... N more"
 TEXT_ROWS, HTML_ROWS = 5, 10
 #: characters of a message shown in the text and the HTML summaries
 TEXT_MESSAGE, HTML_MESSAGE = 80, 200
+#: characters of a failure's inputs (the call's arguments) shown in the text, of each input in the HTML
+TEXT_INPUTS, HTML_INPUT = 60, 40
 
 _CELL = "padding:1px 8px;text-align:{}"
+
+
+def input_names(count: int) -> list[str]:
+    """The names of a failure table's input columns: ``in0``, ``in1``, ... (``failures.inputs[0]`` is ``in0``)."""
+    return [f"in{number}" for number in range(count)]
 
 
 def _one_line(text: str, width: int) -> str:
@@ -98,32 +105,41 @@ def _failures_title(failures: Any) -> str:
 
 
 def failures_text(failures: Any) -> str:
-    """The ``repr`` of Failures: the count by kind and type, then the first rows."""
+    """The ``repr`` of Failures: the count by kind and type, then the first rows (coordinates, kind,
+    ``(inputs) -> type: message``)."""
     title = _failures_title(failures)
     if not len(failures):
         return f"<{title}>"
     shown = list(failures[:TEXT_ROWS])
     where = max(len(str(failure.coords)) for failure in shown)
     kind = max(len(failure.kind) for failure in shown)
-    lines = [f"  {str(failure.coords):<{where}}  {failure.kind:<{kind}}  {failure.type}: "
-             f"{_one_line(failure.message, TEXT_MESSAGE)}" for failure in shown]
+    calls = [_one_line(repr(failure.inputs), TEXT_INPUTS) if failure.inputs else "" for failure in shown]
+    call = max(len(text) for text in calls)
+    lines = [f"  {str(failure.coords):<{where}}  {failure.kind:<{kind}}  "
+             + (f"{text:<{call}} -> " if text else "")
+             + f"{failure.type}: {_one_line(failure.message, TEXT_MESSAGE)}" for failure, text in zip(shown, calls)]
     if len(failures) > TEXT_ROWS:
         lines.append(f"  ... {len(failures) - TEXT_ROWS:,} more")
     return "\n".join([f"<{title}", *lines]) + ">"
 
 
 def failures_html(failures: Any) -> str:
-    """Failures as an HTML table: coordinates, kind, type and message of the first rows."""
+    """Failures as an HTML table: coordinates, kind, inputs (``in0``, ...), type and message of the first rows."""
     title = f"<strong>{html.escape(_failures_title(failures))}</strong>"
     if not len(failures):
         return f"<div>{title}</div>"
     left, right = _CELL.format("left"), _CELL.format("right")
     header = "".join(f"<th style='{right}'>x{axis}</th>" for axis in range(len(failures.shape)))
-    header += "".join(f"<th style='{left}'>{name}</th>" for name in ("kind", "type", "message"))
+    header += f"<th style='{left}'>kind</th>"
+    header += "".join(f"<th style='{right}'>{name}</th>" for name in input_names(len(failures.inputs)))
+    header += "".join(f"<th style='{left}'>{name}</th>" for name in ("type", "message"))
     body = "".join(
         "<tr>" + "".join(f"<td style='{right}'>{coord}</td>" for coord in failure.coords)
+        + f"<td style='{left}'>{html.escape(failure.kind)}</td>"
+        + "".join(f"<td style='{right}'>{html.escape(_one_line(repr(value), HTML_INPUT))}</td>"
+                  for value in failure.inputs)
         + "".join(f"<td style='{left}'>{html.escape(text)}</td>"
-                  for text in (failure.kind, failure.type, _one_line(failure.message, HTML_MESSAGE)))
+                  for text in (failure.type, _one_line(failure.message, HTML_MESSAGE)))
         + "</tr>"
         for failure in failures[:HTML_ROWS]
     )

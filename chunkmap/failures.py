@@ -1,22 +1,24 @@
-"""Failure records in columns: positions, exception types and messages without a Python object each.
+"""Failure records in columns: positions, exception types, messages and inputs without a Python object each.
 
 numpy and zlib only. A run that skips millions of exceptions must not hold millions of tuples and
 strings: :class:`FailureRecords` keeps one int64 position per failure, a small code into a table
-of exception type names, and the messages as compressed UTF-8 blocks with end offsets (about 20
-bytes plus a tenth of the message's length per failure, against ~200 bytes as a tuple of Python
-objects). It crosses process boundaries and is checkpointed as a handful of arrays; the strings
-are decoded only when asked for.
+of exception type names, the messages as compressed UTF-8 blocks with end offsets, and the
+failing elements' input values as one array per input (about 20 bytes plus a tenth of the
+message's length plus the inputs' itemsizes per failure, against ~200 bytes as a tuple of
+Python objects). It crosses process boundaries and is checkpointed as a handful of arrays; the
+strings are decoded only when asked for.
 """
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["FailureRecords"]
+__all__ = ["FailureRecords", "input_columns"]
 
 #: how messages are encoded: UTF-8, lone surrogates (from odd ``__str__`` methods) kept
 _ENCODING, _ERRORS = "utf-8", "surrogatepass"
@@ -24,9 +26,23 @@ _ENCODING, _ERRORS = "utf-8", "surrogatepass"
 _LEVEL = 1
 
 
+def input_columns(columns: Sequence[np.ndarray], positions: np.ndarray | Sequence[int]) -> tuple[np.ndarray, ...]:
+    """The values of ``columns`` (one 1-D array per input) at ``positions``: one new array per input.
+
+    Each keeps its input's dtype, in native byte order (``.item()`` gives the scalar ``func``
+    was called with).
+
+    >>> input_columns([np.array([1.5, 2.5, 3.5], ">f8"), np.array([True, False, True])], [0, 2])
+    (array([1.5, 3.5]), array([ True,  True]))
+    """
+    positions = np.asarray(positions, np.int64)
+    return tuple(np.asarray(column)[positions].astype(column.dtype.newbyteorder("="), copy=False)
+                 for column in columns)
+
+
 @dataclass(frozen=True, eq=False)
 class FailureRecords:
-    """``(position, type name, message)`` records in columns.
+    """``(position, type name, message)`` records in columns, with the failing elements' inputs.
 
     Attributes
     ----------
@@ -43,6 +59,9 @@ class FailureRecords:
         Records in each block.
     text_ends : ndarray of int64
         End offset of each message in its block's uncompressed text.
+    inputs : tuple of ndarray
+        The input values ``func`` failed on: one 1-D array per input (its dtype), a value per
+        record; empty when the records were made without them.
 
     Examples
     --------
@@ -53,6 +72,9 @@ class FailureRecords:
     [(11, 'ValueError', 'bad'), (14, 'KeyError', "'k'")]
     >>> list(records.take([1]))
     [(4, 'KeyError', "'k'")]
+    >>> with_inputs = FailureRecords.from_tuples([(1, "ValueError", "bad")], (np.array([0.5]), np.array([3])))
+    >>> FailureRecords.concat([with_inputs, with_inputs]).inputs
+    (array([0.5, 0.5]), array([3, 3]))
     """
 
     positions: np.ndarray
@@ -61,6 +83,13 @@ class FailureRecords:
     blocks: tuple[bytes, ...]
     block_counts: np.ndarray
     text_ends: np.ndarray
+    inputs: tuple[np.ndarray, ...] = ()
+
+    def __post_init__(self) -> None:
+        lengths = {len(column) for column in self.inputs}
+        if lengths - {len(self.positions)}:
+            raise ValueError(f"{len(self.positions)} failures but input columns of lengths {sorted(lengths)}; "
+                             f"expected one input value per failure in each column")
 
     @classmethod
     def empty(cls) -> FailureRecords:
@@ -69,16 +98,19 @@ class FailureRecords:
         return cls(none, np.empty(0, np.int32), (), (), none, none)
 
     @classmethod
-    def from_tuples(cls, records: Sequence[tuple[int, str, str]]) -> FailureRecords:
-        """Records from ``(position, type name, message)`` tuples, as the per-element loop makes them."""
+    def from_tuples(cls, records: Sequence[tuple[int, str, str]],
+                    inputs: Sequence[np.ndarray] = ()) -> FailureRecords:
+        """Records from ``(position, type name, message)`` tuples, as the per-element loop makes them,
+        and the input columns of the failing elements (one value per record in each)."""
         if not records:
             return cls.empty()
         positions, names, messages = zip(*records)
-        return cls.from_columns(positions, names, messages)
+        return cls.from_columns(positions, names, messages, inputs)
 
     @classmethod
-    def from_columns(cls, positions: Iterable[int], names: Iterable[str], messages: Iterable[str]) -> FailureRecords:
-        """Records from a column of positions, one of type names and one of messages."""
+    def from_columns(cls, positions: Iterable[int], names: Iterable[str], messages: Iterable[str],
+                     inputs: Sequence[np.ndarray] = ()) -> FailureRecords:
+        """Records from a column of positions, one of type names, one of messages and one per input."""
         positions = np.fromiter(positions, np.int64)
         table: dict[str, int] = {}
         codes = np.fromiter((table.setdefault(str(name), len(table)) for name in names), np.int32)
@@ -95,17 +127,28 @@ class FailureRecords:
         else:
             lengths = np.fromiter((len(m.encode(_ENCODING, _ERRORS)) for m in messages), np.int64, len(messages))
         return cls(positions, codes, tuple(table), (zlib.compress(text, _LEVEL),),
-                   np.array([len(messages)], np.int64), np.cumsum(lengths, dtype=np.int64))
+                   np.array([len(messages)], np.int64), np.cumsum(lengths, dtype=np.int64),
+                   tuple(np.asarray(column) for column in inputs))
 
     @classmethod
     def concat(cls, parts: Sequence[FailureRecords], offsets: Sequence[int] | None = None) -> FailureRecords:
-        """The parts one after the other, each part's positions shifted by its offset (blocks are kept)."""
+        """The parts one after the other, each part's positions shifted by its offset (blocks are kept).
+
+        Raises
+        ------
+        ValueError
+            The parts (those with records) hold different numbers of input columns.
+        """
         offsets = [0] * len(parts) if offsets is None else offsets
         kept = [(part, offset) for part, offset in zip(parts, offsets) if len(part)]
         if not kept:
             return cls.empty()
         if len(kept) == 1 and kept[0][1] == 0:
             return kept[0][0]
+        widths = {len(part.inputs) for part, _ in kept}
+        if len(widths) > 1:
+            raise ValueError(f"cannot join failure records with {sorted(widths)} input columns; expected the "
+                             f"same inputs in every part")
         table: dict[str, int] = {}
         codes = []
         for part, _ in kept:
@@ -118,6 +161,7 @@ class FailureRecords:
             tuple(block for part, _ in kept for block in part.blocks),
             np.concatenate([part.block_counts for part, _ in kept]),
             np.concatenate([part.text_ends for part, _ in kept]),
+            tuple(np.concatenate(columns) for columns in zip(*(part.inputs for part, _ in kept))),
         )
 
     def __len__(self) -> int:
@@ -160,12 +204,20 @@ class FailureRecords:
             start = int(self.text_ends[index - 1]) if index > block_starts[block] else 0
             messages.append(texts[block][start : int(self.text_ends[index])].decode(_ENCODING, _ERRORS))
         names = [self.type_names[code] for code in self.type_codes[indices].tolist()]
-        return FailureRecords.from_columns(self.positions[indices], names, messages)
+        return FailureRecords.from_columns(self.positions[indices], names, messages,
+                                           [column[indices] for column in self.inputs])
 
     def __iter__(self) -> Iterator[tuple[int, str, str]]:
         return iter(zip(self.positions.tolist(), self.types(), self.messages()))
 
+    def input_tuples(self) -> Iterator[tuple]:
+        """Each failure's inputs as the tuple of Python scalars ``func`` was called with (``()`` without inputs)."""
+        if not self.inputs:
+            return itertools.repeat((), len(self))
+        return zip(*(column.tolist() for column in self.inputs))
+
     def __eq__(self, other: object) -> bool:
+        """Same positions, types and messages (inputs are not compared: a NaN input never equals itself)."""
         if not isinstance(other, FailureRecords):
             return NotImplemented
         return list(self) == list(other)
@@ -176,5 +228,5 @@ class FailureRecords:
     @property
     def nbytes(self) -> int:
         """Bytes held by the columns."""
-        arrays = (self.positions, self.type_codes, self.block_counts, self.text_ends)
+        arrays = (self.positions, self.type_codes, self.block_counts, self.text_ends, *self.inputs)
         return sum(array.nbytes for array in arrays) + sum(len(block) for block in self.blocks)

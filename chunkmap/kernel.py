@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import ElementError, OutputCountError, UnpicklableResultError
-from .failures import FailureRecords
+from .failures import FailureRecords, input_columns
 from .fields import Miscount, describe, to_fields
 from .loop import run_to_end
 from .source import Source
@@ -118,8 +118,8 @@ class Evaluation:
         The values of the computed elements, in order (one per ``COMPUTED`` status); with
         ``outputs``, a structured array with one field per output.
     failures : FailureRecords
-        One record per failing element (position, exception type, message), in order; its kind
-        is its status.
+        One record per failing element (position, exception type, message, input values), in
+        order; its kind is its status.
     seconds : float
         Time spent in the per-element loop (calling ``func``), without any transfer.
     """
@@ -206,13 +206,13 @@ def evaluate_columns(
     --------
     >>> result = evaluate_columns(lambda a, b: b / a, [np.array([1.0, 0.0, 4.0]), np.array([2.0, 2.0, 2.0])],
     ...                           skip=ZeroDivisionError)
-    >>> result.values.tolist(), result.status.tolist(), list(result.failures)
-    ([2.0, 0.5], [0, 1, 0], [(1, 'ZeroDivisionError', 'float division by zero')])
+    >>> result.values.tolist(), result.status.tolist(), list(result.failures), list(result.failures.input_tuples())
+    ([2.0, 0.5], [0, 1, 0], [(1, 'ZeroDivisionError', 'float division by zero')], [(0.0, 2.0)])
     """
     if isinstance(func, PerWorker):
         func = func.build()
     call = functools.partial(func, **kwargs) if kwargs else func
-    columns = tuple(_loopable(column) for column in columns)
+    given, columns = columns, tuple(_loopable(column) for column in columns)
     skip = skip if isinstance(skip, tuple) else (skip,)
     started = time.perf_counter()
     values, status, failures, error = run_to_end(call, columns, skip, heartbeat=heartbeat,
@@ -230,7 +230,8 @@ def evaluate_columns(
             inputs = tuple(column[position].item() for column in columns)
             raise ElementFailure(position, inputs, type(miscount.value).__name__, describe(miscount.value, outputs),
                                  error=OutputCountError) from None
-    return Evaluation(status, values, FailureRecords.from_tuples(failures), seconds)
+    positions = [failure[0] for failure in failures]
+    return Evaluation(status, values, FailureRecords.from_tuples(failures, input_columns(given, positions)), seconds)
 
 
 def _loopable(column: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterable
 
 import numpy as np
 
+from .display import input_names
 from .errors import MissingDependencyError, OptionError, ShapeError
 
 if TYPE_CHECKING:
@@ -191,25 +192,31 @@ def failures_to_pandas(failures: Failures, dims: tuple[Hashable, ...] | None = N
     """The failed elements as a ``pandas.DataFrame``, one row each in C order.
 
     One int64 column per axis (named after ``dims``, else ``dim_0, dim_1, ...``), then
-    ``kind`` (a categorical of :data:`FAILURE_KINDS` and any other kind), ``type`` (a
-    categorical of the exception class names) and ``message`` (str).
+    ``kind`` (a categorical of :data:`FAILURE_KINDS` and any other kind), one column per input
+    that ``func`` was called with (``in0, in1, ...``, each of its input's dtype; none when the
+    failures were made without their inputs), ``type`` (a categorical of the exception class
+    names) and ``message`` (str).
 
     Examples
     --------
     >>> from chunkmap.result import Failures
-    >>> failures = Failures((3, 4), [1, 6], ["KeyError", "ValueError"], ["'k'", "a"], ["exception", "crash"])
+    >>> failures = Failures((3, 4), [1, 6], ["KeyError", "ValueError"], ["'k'", "a"], ["exception", "crash"],
+    ...                     inputs=[np.array([0.5, 1.5]), np.array([True, False])])
     >>> failures_to_pandas(failures)
-       dim_0  dim_1       kind        type message
-    0      0      1  exception    KeyError     'k'
-    1      1      2      crash  ValueError       a
+       dim_0  dim_1       kind  in0    in1        type message
+    0      0      1  exception  0.5   True    KeyError     'k'
+    1      1      2      crash  1.5  False  ValueError       a
     """
     pd = _optional("pandas", "failures.to_pandas()", "chunkmap[pandas]")
     dims = tuple(dims) if dims is not None else _default_dims(len(failures.shape))
     kinds = failures.kinds
     categories = FAILURE_KINDS + tuple(sorted(set(kinds.tolist()) - set(FAILURE_KINDS)))
+    names = [name if name not in dims else f"input_{name}" for name in input_names(len(failures.inputs))]
+    inputs = dict(zip(names, failures.inputs))  # a dimension named in0 keeps its name
     return pd.DataFrame({
         **_position_columns(dims, failures.coords),
         "kind": pd.Categorical(kinds, categories=categories),
+        **inputs,
         "type": pd.Categorical.from_codes(failures.records.type_codes, categories=failures.records.type_names)
         if len(failures) else pd.Categorical([]),
         "message": failures.messages,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, overload
 
 import numpy as np
@@ -90,12 +90,24 @@ def _strings(items: Sequence[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Failure:
-    """One element whose call failed: where, how (``kind``), which exception and its message."""
+    """One element whose call failed: where, how (``kind``), which exception, its message and
+    the inputs ``func`` was called with.
+
+    ``inputs`` is the tuple of Python scalars of the call, ``()`` when unknown (records made
+    without them, e.g. read from a result file). It is not compared (a NaN input never equals
+    itself; the coordinates already name the element), and ``repr`` leaves it out when empty.
+    """
 
     coords: tuple[int, ...]
     kind: str
     type: str
     message: str
+    inputs: tuple = field(default=(), compare=False)
+
+    def __repr__(self) -> str:
+        inputs = f", inputs={self.inputs!r}" if self.inputs else ""
+        return (f"Failure(coords={self.coords!r}, kind={self.kind!r}, type={self.type!r}, "
+                f"message={self.message!r}{inputs})")
 
 
 class Failures:
@@ -118,17 +130,25 @@ class Failures:
         The exception's class name.
     messages : ndarray of str (object dtype)
         ``str()`` of the exception.
+    inputs : tuple of ndarray
+        The values ``func`` was called with: one 1-D array per input (of that input's dtype),
+        aligned with the failures; ``()`` without failures or when they were made without
+        their inputs. Each failure costs the inputs' itemsizes more (8 bytes per float64 or
+        int64 input), kept as these columns, not as Python objects.
 
     Examples
     --------
     >>> failures = Failures((3, 4), [1, 6, 11], ["KeyError", "ValueError", "ValueError"], ["'k'", "a", "b"],
-    ...                     ["exception", "crash", "exception"])
+    ...                     ["exception", "crash", "exception"],
+    ...                     inputs=[np.array([0.5, np.nan, 2.0]), np.array([3, 0, -1], np.int32)])
     >>> failures[1:]
     <chunkmap.Failures: 2 failed elements (exception 1, crash 1; ValueError 2)
-      (1, 2)  crash      ValueError: a
-      (2, 3)  exception  ValueError: b>
+      (1, 2)  crash      (nan, 0)  -> ValueError: a
+      (2, 3)  exception  (2.0, -1) -> ValueError: b>
     >>> [failure.coords for failure in failures[::2]], failures.counts_by_kind()
     ([(0, 1), (2, 3)], {'exception': 2, 'crash': 1})
+    >>> failures[0].inputs, failures.inputs[1].dtype
+    ((0.5, 3), dtype('int32'))
     >>> failures.summary()
     '3 failed elements (exception 2, crash 1; KeyError 1, ValueError 2)'
     """
@@ -140,8 +160,10 @@ class Failures:
         types: Sequence[str],
         messages: Sequence[str],
         kinds: Sequence[str] | None = None,
+        inputs: Sequence[np.ndarray] = (),
     ) -> None:
-        records = FailureRecords.from_columns(np.asarray(flat_index, np.int64), types, messages)
+        records = FailureRecords.from_columns(np.asarray(flat_index, np.int64), types, messages,
+                                              [np.asarray(column) for column in inputs])
         kinds = ["exception"] * len(records) if kinds is None else [str(kind) for kind in kinds]
         table: dict[str, int] = {}
         codes = np.fromiter((table.setdefault(kind, len(table)) for kind in kinds), np.uint8, len(kinds))
@@ -168,6 +190,10 @@ class Failures:
     @property
     def flat_index(self) -> np.ndarray:
         return self.records.positions
+
+    @property
+    def inputs(self) -> tuple[np.ndarray, ...]:
+        return self.records.inputs
 
     @functools.cached_property
     def kinds(self) -> np.ndarray:
@@ -228,15 +254,15 @@ class Failures:
     def __iter__(self) -> Iterator[Failure]:
         kinds = (self._kind_names[code] for code in self._kind_codes.tolist())
         coords = zip(*(axis.tolist() for axis in self.coords)) if self.shape else itertools.repeat(())
-        return (Failure(tuple(where), kind, type_, message) for where, kind, (_, type_, message)
-                in zip(coords, kinds, self.records))
+        return (Failure(tuple(where), kind, type_, message, inputs) for where, kind, (_, type_, message), inputs
+                in zip(coords, kinds, self.records, self.records.input_tuples()))
 
     def summary(self) -> str:
         """One line: how many failed, by kind and by exception type (``repr`` adds the first rows)."""
         return failures_summary(self)
 
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per failure: positions, kind, type, message (:func:`chunkmap.labelled.failures_to_pandas`)."""
+        """One row per failure: positions, kind, inputs, type, message (:func:`chunkmap.labelled.failures_to_pandas`)."""
         return labelled.failures_to_pandas(self)
 
     def __repr__(self) -> str:

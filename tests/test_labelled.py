@@ -32,7 +32,7 @@ def seed_like(shape=(12, 15)):
 def loop_tables(func, a, b, skip):
     """The serial loop: the computed elements' table, the failures' table, each element's status, a dense grid."""
     computed = {"dim_0": [], "dim_1": [], "values": []}
-    failed = {"dim_0": [], "dim_1": [], "kind": [], "type": [], "message": []}
+    failed = {"dim_0": [], "dim_1": [], "kind": [], "in0": [], "in1": [], "type": [], "message": []}
     states = np.empty(a.shape, dtype=object)
     dense = np.full(a.shape, np.nan)
     for (i, j), value in np.ndenumerate(a):
@@ -42,7 +42,8 @@ def loop_tables(func, a, b, skip):
         try:
             out = func(value.item(), b[i, j].item())
         except skip as exc:
-            for column, item in zip(failed.values(), (i, j, "exception", type(exc).__name__, str(exc))):
+            for column, item in zip(failed.values(), (i, j, "exception", value.item(), b[i, j].item(),
+                                                      type(exc).__name__, str(exc))):
                 column.append(item)
             states[i, j] = "exception"
         else:
@@ -92,7 +93,7 @@ def test_to_pandas_equals_the_serial_loops_table(run):
 def test_failures_to_pandas_equals_the_serial_loops_failures(run):
     _, _, result, (_, failed, _, _) = run
     table = failures_to_pandas(result.failures)
-    assert list(table.columns) == ["dim_0", "dim_1", "kind", "type", "message"]
+    assert list(table.columns) == ["dim_0", "dim_1", "kind", "in0", "in1", "type", "message"]
     assert {column: table[column].tolist() for column in table.columns} == failed
     assert list(table["kind"].cat.categories) == ["exception", "crash", "timeout"]
     assert str(table["type"].dtype) == "category" and len(table) > 0

@@ -108,7 +108,7 @@ def test_the_repr_of_a_run_says_what_happened(run):
     failures = repr(result.failures)
     assert failures.splitlines()[0] == (f"<chunkmap.Failures: {len(expected)} failed elements "
                                         f"(exception {len(expected)}; Odd {len(expected)})")
-    assert re.search(rf"\n  {re.escape(str(expected[0].coords))} +exception  Odd: <b>&</b> bad input", failures)
+    assert re.search(rf"\n  {re.escape(str(expected[0].coords))} +exception  \(.+\) +-> Odd: <b>&</b> bad input", failures)
     assert "second line" in failures.splitlines()[1]  # each message on one line
     assert failures.endswith(f"... {len(expected) - 5} more>") and len(failures.splitlines()) == 7
     count = len(expected)

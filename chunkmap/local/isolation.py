@@ -8,6 +8,8 @@ recorded as a failure of kind ``"crash"``. This is bisection with a pointer: one
 costs two worker restarts and re-runs its predecessors once, instead of ``log2(chunk)`` rounds.
 A hang is detected by a heartbeat that stops moving for ``timeout`` seconds: that element is
 recorded as ``"timeout"`` at once (re-running it would hang again) and the rest re-run.
+Either failure keeps the element's input values, which the parent has (or reads, for inputs
+the worker read itself): the worker that had them is gone.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import cloudpickle
 import numpy as np
 
 from ..errors import WorkerStartError
-from ..failures import FailureRecords
+from ..failures import FailureRecords, input_columns
 from ..kernel import CRASH, TIMEOUT, ChunkOutput, ElementFailure, Evaluation, Execution
 from ..plan import Chunk
 from ..source import ArraySource
 from .pool import WorkerDied, WorkerHung, WorkerOverMemory, WorkerPool, describe_exit, exit_name
-from .transport import ChunkInputs, chunk_inputs, inputs_length, request
+from .transport import ChunkInputs, SourceSlice, chunk_inputs, inputs_length, request
 
 __all__ = ["evaluate_chunk", "evaluate_isolated"]
 
@@ -86,7 +88,7 @@ def evaluate_isolated(inputs: ChunkInputs, execution: Execution, pool: WorkerPoo
     def blame(start: int, stop: int, position: int, name: str, message: str) -> None:
         """The element at ``position`` of ``[start, stop)`` took its worker down: alone, a crash; else re-run alone."""
         if stop - start == 1:
-            parts.append((start, failure(CRASH, name, message)))
+            parts.append((start, failure(CRASH, name, message, element_inputs(inputs, start))))
             advance(stop)
         else:
             todo[:0] = around(start + position, start, stop)
@@ -132,7 +134,8 @@ def evaluate_isolated(inputs: ChunkInputs, execution: Execution, pool: WorkerPoo
             culprit = start + hang.position
             parts.append((culprit, failure(TIMEOUT, "Timeout",
                                            f"the call did not return within {hang.seconds:g} s; its "
-                                           f"worker process was killed and replaced")))
+                                           f"worker process was killed and replaced",
+                                           element_inputs(inputs, culprit))))
             todo[:0] = [r for r in ((start, culprit), (culprit + 1, stop)) if r[0] < r[1]]
             continue
         except BaseException:  # e.g. KeyboardInterrupt in a progress hook: the worker is mid-request
@@ -169,7 +172,24 @@ def worker_is_spent(worker: Any, execution: Execution) -> bool:
     return execution.max_memory is not None and worker.resident_bytes() > execution.max_memory
 
 
-def failure(status: int, name: str, message: str) -> Evaluation:
-    """The evaluation of one element that failed with ``status``."""
+def failure(status: int, name: str, message: str, inputs: tuple[np.ndarray, ...] = ()) -> Evaluation:
+    """The evaluation of one element that failed with ``status``; ``inputs``: its value in each input column."""
     return Evaluation(np.array([status], np.uint8), np.empty(0, np.float64),
-                      FailureRecords.from_tuples([(0, name, message)]))
+                      FailureRecords.from_tuples([(0, name, message)], inputs))
+
+
+def element_inputs(inputs: ChunkInputs, position: int) -> tuple[np.ndarray, ...]:
+    """The input values of the element at ``position`` of ``inputs``: one 1-element column per input.
+
+    The parent has the columns it sent, or reads the one element of a
+    :class:`~chunkmap.local.transport.SourceSlice` that the worker read itself (its worker died
+    with the values): a crash or a hang costs one element's read here.
+    """
+    if not isinstance(inputs, SourceSlice):
+        return input_columns(inputs, [position])
+    offset = inputs.first + position  # among the unmasked elements of [start, stop)
+    if inputs.valid_bits is not None:
+        selected = np.unpackbits(inputs.valid_bits, count=inputs.stop - inputs.start)
+        offset = int(np.flatnonzero(selected)[offset])
+    flat = inputs.start + offset
+    return input_columns(inputs.source.columns(flat, flat + 1), [0])
