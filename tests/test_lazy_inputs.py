@@ -149,11 +149,34 @@ def test_bad_lazy_inputs_raise_clear_errors(grid, tmp_path):
         chunkmap.run(repr, lazy, checkpoint=tmp_path / "ckpt", scheduler="sync", progress=False)
 
 
-def test_lazy_inputs_on_a_cluster(grid, cluster_address):
+def test_lazy_inputs_on_a_cluster(grid, tmp_path, cluster_address):
     a, b = grid
     result = chunkmap.run(root_plus, da.from_array(a, chunks=(9, 29)), b, mask=lambda x, y: x > 1.5,
                           skip=ValueError, scheduler=cluster_address, progress=False)
     assert_matches_reference(result, root_plus, a, b, mask=lambda x, y: x > 1.5, skip=ValueError)
+    stored = zarr_array(tmp_path / "a.zarr", a, (8, 8), zarr_format=2)
+    result = chunkmap.run(root_plus, stored, b, mask=lambda x, y: x > 1.5, skip=ValueError,
+                          scheduler=cluster_address, progress=False)  # read by the dask workers through zarr
+    assert_matches_reference(result, root_plus, a, b, mask=lambda x, y: x > 1.5, skip=ValueError)
+
+
+def test_the_geoscientists_call_on_a_cluster(grid, tmp_path, cluster_address):
+    """The issue's promise: a Dataset opened lazily from zarr, its fill value masked, results into a zarr store."""
+    a, b = grid
+    b2 = np.where(a > 1.5, -1e10, np.broadcast_to(b, a.shape))
+    xr.Dataset({"a": (("lat", "lon"), a), "b": (("lat", "lon"), b2)},
+               coords={"lat": np.linspace(-60, 60, 37)}).to_zarr(tmp_path / "ds.zarr", consolidated=False,
+                                                                encoding={"a": {"chunks": (10, 29)}})
+    ds = xr.open_zarr(tmp_path / "ds.zarr", consolidated=False)
+    chunkmap.run(root_plus, ds.a, ds.b, mask=ds.b <= -1e10, skip=ValueError, scheduler=cluster_address,
+                 progress=False, output=tmp_path / "out.zarr")
+    out = xr.open_zarr(tmp_path / "out.zarr", consolidated=False)
+    assert out["values"].dims == ("lat", "lon")
+    np.testing.assert_array_equal(out["lat"].values, ds["lat"].values)
+    reference = chunkmap.testing.serial_reference(root_plus, a, b2, mask=b2 <= -1e10, skip=ValueError)
+    dense = np.full(a.shape, np.nan)
+    dense[reference.coords] = reference.values
+    np.testing.assert_array_equal(out["values"].values, dense)
 
 
 def test_progress_counts_every_element_of_a_lazy_run(grid):
