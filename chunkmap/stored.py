@@ -31,8 +31,10 @@ write, raises :class:`~chunkmap.errors.OutputStoreError` and is left untouched.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -161,6 +163,10 @@ class OutputStore:
         self.outputs = outputs
         self.names = outputs or ("values",)
         self.where = str(output)
+        if isinstance(output, (str, os.PathLike)) and os.path.isdir(output) and os.listdir(output) and not any(
+                os.path.exists(os.path.join(output, name)) for name in ("zarr.json", ".zgroup")):
+            raise OutputStoreError(f"output={self.where!r} is a folder with files in it and no zarr group; chunkmap "
+                                   f"writes only into a new path, an empty folder or a zarr group; pass a new path")
         try:
             self.group = zarr.open_group(output, mode="a")
         except Exception as error:
@@ -287,27 +293,32 @@ class StoredResult(Result):
     def __len__(self) -> int:
         return self._computed
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("coords", "values", "failures", "flat_index"):
-            self.__dict__.update(self._read())
-            return self.__dict__[name]
-        raise AttributeError(name)
+    @functools.cached_property
+    def flat_index(self) -> np.ndarray:
+        """Flat (C order) index of each computed element, ascending (reads the status array)."""
+        return np.flatnonzero(np.asarray(self.group["status"][...]).reshape(-1) == 0).astype(np.int64)
 
-    def _read(self) -> dict[str, Any]:
-        status = np.asarray(self.group["status"][...]).reshape(-1)
-        flat = np.flatnonzero(status == 0)
-        values = {name: np.asarray(self.group[name][...]).reshape(-1)[flat] for name in self._names}
+    @functools.cached_property
+    def coords(self) -> tuple[np.ndarray, ...]:  # type: ignore[override]
+        return tuple(np.unravel_index(self.flat_index, self.shape)) if self.shape else ()
+
+    @functools.cached_property
+    def values(self) -> Any:  # type: ignore[override]
+        """The computed elements' values, read from the store (a dict by name with ``outputs=``)."""
+        values = {name: np.asarray(self.group[name][...]).reshape(-1)[self.flat_index] for name in self._names}
+        return values if self.outputs is not None else values["values"]
+
+    @functools.cached_property
+    def failures(self) -> Failures:  # type: ignore[override]
+        """Every failed element, read from the boxes' failure records, in C order."""
         records: list[tuple[int, str, str, str]] = []
         texts = np.asarray(self.group["failures"][...])
         for text in texts[texts != ""].tolist():
             box = json.loads(text)
             records.extend(zip(box["flat_index"], box["kinds"], box["types"], box["messages"]))
         records.sort()
-        failures = Failures(self.shape, [r[0] for r in records], [r[2] for r in records], [r[3] for r in records],
-                            [r[1] for r in records])
-        coords = np.unravel_index(flat, self.shape) if self.shape else ()
-        return {"coords": tuple(coords), "flat_index": flat.astype(np.int64),
-                "values": values if self.outputs is not None else values["values"], "failures": failures}
+        flat, kinds, types, messages = zip(*records) if records else ((), (), (), ())
+        return Failures(self.shape, flat, types, messages, kinds)
 
     def to_dense(self, fill_value: Any = None) -> Any:
         """The store's arrays (read whole), ``fill_value`` where nothing was computed (NaN by default)."""

@@ -114,6 +114,11 @@ def test_another_call_or_foreign_data_is_refused_and_left_as_it_is(grid, tmp_pat
     with pytest.raises(OutputStoreError, match="other data"):
         chunkmap.run(root_plus, a, b, skip=ValueError, scheduler="sync", progress=False,
                      output=tmp_path / "foreign.zarr")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(OutputStoreError, match="no zarr group"):
+        chunkmap.run(root_plus, a, b, skip=ValueError, scheduler="sync", progress=False, output=tmp_path / "notes")
+    assert [path.name for path in (tmp_path / "notes").iterdir()] == ["todo.txt"]
 
 
 def test_values_a_float64_store_cannot_hold_are_refused(tmp_path):
