@@ -108,13 +108,27 @@ class BoxWriter:
             group["failures"][output.index] = json.dumps({
                 "flat_index": output.flat_index[failures.positions].tolist(),
                 "kinds": [KINDS[int(status)] for status in evaluation.status[failures.positions]],
-                "types": failures.types(), "messages": failures.messages()})
+                "types": failures.types(), "messages": failures.messages(),
+                "inputs": [_column_json(column) for column in failures.inputs]})
         status = np.full(math.prod(box_shape), STATUS.index("masked"), np.int8)
         status[local] = 0
         for kernel_status, code in _FAILING_CODE.items():
             status[local[evaluation.status == kernel_status]] = code
         group["status"][where] = status.reshape(box_shape)
         return StoredOutput(output.index, len(output.flat_index), len(failures), output.seconds)
+
+
+def _column_json(column: np.ndarray) -> dict[str, Any]:
+    """A failures' input column as JSON (complex values as their real and imaginary parts)."""
+    if column.dtype.kind == "c":
+        return {"dtype": column.dtype.str, "real": column.real.tolist(), "imag": column.imag.tolist()}
+    return {"dtype": column.dtype.str, "values": column.tolist()}
+
+
+def _column_from_json(found: dict[str, Any]) -> np.ndarray:
+    if "real" in found:
+        return (np.asarray(found["real"]) + 1j * np.asarray(found["imag"])).astype(found["dtype"])
+    return np.asarray(found["values"], dtype=found["dtype"])
 
 
 def _box_positions(flat_index: np.ndarray, box: Box, shape: tuple[int, ...]) -> np.ndarray:
@@ -311,14 +325,14 @@ class StoredResult(Result):
     @functools.cached_property
     def failures(self) -> Failures:  # type: ignore[override]
         """Every failed element, read from the boxes' failure records, in C order."""
-        records: list[tuple[int, str, str, str]] = []
-        texts = np.asarray(self.group["failures"][...])
-        for text in texts[texts != ""].tolist():
-            box = json.loads(text)
-            records.extend(zip(box["flat_index"], box["kinds"], box["types"], box["messages"]))
-        records.sort()
-        flat, kinds, types, messages = zip(*records) if records else ((), (), (), ())
-        return Failures(self.shape, flat, types, messages, kinds)
+        boxes = [json.loads(text) for text in np.asarray(self.group["failures"][...]).tolist() if text]
+        flat = np.array([index for box in boxes for index in box["flat_index"]], np.int64)
+        order = np.argsort(flat, kind="stable")  # boxes are not in C order of the elements
+        column = lambda key: [item for box in boxes for item in box[key]]  # noqa: E731
+        inputs = [np.concatenate([_column_from_json(box["inputs"][number]) for box in boxes])[order]
+                  for number in range(len(boxes[0]["inputs"]) if boxes else 0)]
+        return Failures(self.shape, flat[order], np.array(column("types"), object)[order],
+                        np.array(column("messages"), object)[order], np.array(column("kinds"), object)[order], inputs)
 
     def to_dense(self, fill_value: Any = None) -> Any:
         """The store's arrays (read whole), ``fill_value`` where nothing was computed (NaN by default)."""

@@ -73,6 +73,7 @@ def test_the_store_holds_exactly_the_serial_result(grid, tmp_path, scheduler):
     for got, want in zip(result.coords, reference.coords):
         np.testing.assert_array_equal(got, want)
     assert [(f.coords, f.type, f.message) for f in result.failures] == reference.failures
+    assert [f.inputs for f in result.failures] == [(a[coords], b[coords[1]]) for coords, _, _ in reference.failures]
     np.testing.assert_array_equal(result.to_dense(), values)
     np.testing.assert_array_equal(result.to_xarray(status=True).status.values, status)
 

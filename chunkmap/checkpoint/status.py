@@ -6,6 +6,8 @@ and works on live, killed and finished runs alike; ``failures`` reads the record
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import time
 from dataclasses import dataclass, field
@@ -217,8 +219,7 @@ def run_failures(location: Any, run: str | None = None) -> Failures:
         if match is None or not _belongs(record, int(match.group(1)), run_id, manifest["layout"], sizes):
             continue
         failures = record.evaluation.failures
-        parts.append(FailureRecords(record.failure_flat_index, failures.type_codes, failures.type_names,
-                                    failures.blocks, failures.block_counts, failures.text_ends))
+        parts.append(dataclasses.replace(failures, positions=record.failure_flat_index))  # inputs kept
         statuses.append(record.evaluation.status[failures.positions])
     records = FailureRecords.concat(parts)  # records in chunk order: failures in C order
     status = np.concatenate([np.empty(0, np.uint8), *statuses])

@@ -22,6 +22,7 @@ def test_stray_records_are_neither_counted_nor_listed(ew, tmp_path):
     (run,) = runs(tmp_path)
     folder = tmp_path / run.run_id
     assert list(run_failures(tmp_path)) == list(result.failures)
+    assert [f.inputs for f in run_failures(tmp_path)] == [f.inputs for f in result.failures] != []
     shutil.copy(folder / "chunk-000000000", folder / "chunk-000000099")  # outside the layout
     shutil.copy(folder / "chunk-000000000", folder / "chunk-000000003")  # filed under another chunk
     (after,) = runs(tmp_path)
