@@ -194,3 +194,28 @@ def test_a_store_on_a_cluster(grid, tmp_path, cluster_address):
         chunkmap.run(root_plus, a, b, skip=ValueError, scheduler=cluster_address, progress=False,
                      output=zarr.storage.MemoryStore())
     assert os.path.isdir(tmp_path / "cluster.zarr")
+
+
+@pytest.mark.parametrize("wrap", ["zarr", "dask", "xarray"])
+def test_an_edited_zarr_input_is_a_new_call_however_it_is_wrapped(grid, tmp_path, wrap):
+    a, b = grid
+    zarr.create_array(store=str(tmp_path / "in.zarr"), data=a, chunks=(10, 33))
+    xr.Dataset({"a": (("y", "x"), a)}).to_zarr(tmp_path / "ds.zarr", consolidated=False)
+
+    def opened():
+        if wrap == "xarray":
+            return xr.open_zarr(tmp_path / "ds.zarr", consolidated=False).a
+        stored = zarr.open_array(str(tmp_path / "in.zarr"))
+        return da.from_zarr(stored) if wrap == "dask" else stored
+
+    def call():
+        return chunkmap.run(root_plus, opened(), 1.0, skip=ValueError, scheduler="sync", progress=False,
+                            output=tmp_path / "out.zarr")
+
+    call()
+    assert call().stats.resumed > 0  # the same call, the same data: resumed
+    edited = zarr.open_array(str(tmp_path / ("ds.zarr/a" if wrap == "xarray" else "in.zarr")), mode="r+")
+    time.sleep(0.01)
+    edited[3, 4] = 123.0  # one element rewritten in place
+    with pytest.raises(OutputStoreError, match="inputs"):
+        call()

@@ -86,13 +86,29 @@ def _dask(array: Any, add: Callable[[str, bytes | memoryview], None], hash_array
           what: str) -> None:
     add("dask", array.name.encode())
     leaves = 0
-    for value in dict(array.__dask_graph__()).values():
+    for value in _graph_values(array):
         if isinstance(value, np.ndarray) or is_zarr(value) or is_xarray(value) or _is_wrapper(value):
             leaves += 1
             fingerprint(value if not _is_wrapper(value) else _unwrap(value), add, hash_array, what)
     if leaves == 0 and not _made_of_constants(array):
         raise IdentityError(f"{what} is a dask array whose data chunkmap cannot find in its graph (no numpy or zarr "
                             f"array in it); {ADVICE}")
+
+
+def _graph_values(array: Any) -> list[Any]:
+    """What a dask array's graph holds besides its tasks, without materialising its blockwise layers.
+
+    A blockwise layer (one function over every block) holds data only in its literal
+    arguments; other layers (``from_array``'s, ``from_zarr``'s) are read value by value.
+    """
+    graph = array.__dask_graph__()
+    values: list[Any] = []
+    for layer in getattr(graph, "layers", {"": graph}).values():
+        if hasattr(layer, "indices") and hasattr(layer, "output_indices"):  # dask.blockwise.Blockwise
+            values.extend(argument for argument, index in layer.indices if index is None)
+        else:
+            values.extend(dict(layer).values())
+    return values
 
 
 def _is_wrapper(value: Any) -> bool:
@@ -111,7 +127,9 @@ def _unwrap(value: Any) -> Any:
 def _made_of_constants(array: Any) -> bool:
     """Whether every task of the graph is one of dask's array creation functions (zeros, ones, full, arange...):
     their name, a token of their arguments, is then their contents."""
-    names = {key[0] if isinstance(key, tuple) else key for key in dict(array.__dask_graph__())}
+    graph = array.__dask_graph__()
+    names = set(graph.layers) if hasattr(graph, "layers") else {key[0] if isinstance(key, tuple) else key
+                                                                 for key in dict(graph)}
     creators = ("zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like", "empty_like", "arange", "linspace", "eye", "tri", "broadcast_to", "getitem",
                 "reshape", "rechunk", "transpose", "astype", "mul", "add", "sub", "truediv", "mod", "lt", "le",
                 "gt", "ge", "eq", "ne", "invert", "and_", "or_", "neg", "pow", "where", "isnan", "abs")
