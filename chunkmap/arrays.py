@@ -188,6 +188,10 @@ def readers(arrays: Sequence[Any], shape: tuple[int, ...], dims: tuple[str, ...]
     for array in arrays:
         if dims is not None and is_xarray(array):
             variable = getattr(array, "variable", array)
+            for dim, size in zip(dims, shape):
+                if variable.sizes.get(dim, size) not in (size, 1):
+                    raise ShapeError(f"an array with dims {variable.dims} has {dim!r} of length {variable.sizes[dim]}, "
+                                     f"and the inputs' is {size}; expected one length per dimension name")
             axes = tuple(variable.dims.index(dim) if dim in variable.dims and variable.sizes[dim] == size
                          else None for dim, size in zip(dims, shape))
             found.append(BoxReader(variable, shape, axes))

@@ -26,6 +26,7 @@ import numpy as np
 from .arrays import Box, BoxReader
 from .failures import FailureRecords
 from .kernel import COMPUTED, ChunkOutput, Evaluation
+from .source import Sized
 
 __all__ = ["BlockPlan", "BlockSource", "BlockOutputs", "block_ends", "TASK_ELEMENTS"]
 
@@ -208,7 +209,7 @@ def box_flat_index(box: Box, shape: tuple[int, ...]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class BlockPlan:
+class BlockPlan(Sized):
     """A run over lazy inputs: the boxes to compute, known without reading the inputs or the mask.
 
     ``preferred`` holds the inputs' storage chunk ends per axis (see :func:`block_ends`);
@@ -238,14 +239,6 @@ class BlockPlan:
     @functools.cached_property
     def chunks(self) -> list[Any]:
         return self.source.chunks()
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.source.shape
-
-    @property
-    def elements(self) -> int:
-        return self.source.size
 
 
 class BlockOutputs:

@@ -24,7 +24,7 @@ from .blocks import BlockPlan, BlockSource
 from .errors import DtypeError, InputError, MaskError, ShapeError
 from .labelled import Labels
 from .npy import NpyReader
-from .source import ArraySource
+from .source import ArraySource, Sized
 
 __all__ = ["Chunk", "Plan", "make_plan"]
 
@@ -47,7 +47,7 @@ class Chunk:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(Sized):
     """Everything a run needs to know before any work is scheduled.
 
     Attributes
@@ -82,14 +82,6 @@ class Plan:
         """The first chunks of a layout starting with ``head`` (for pilot rounds)."""
         return chunks_from_ends(self.source.valid, self.source.size, [min(e, self.unmasked) for e in head],
                                 self.unmasked)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.source.shape
-
-    @property
-    def elements(self) -> int:
-        return self.source.size
 
 
 

@@ -18,7 +18,7 @@ from .npy import NpyReader
 if TYPE_CHECKING:
     from .kernel import ChunkOutput
 
-__all__ = ["Source", "ArraySource"]
+__all__ = ["Source", "ArraySource", "Sized"]
 
 
 class Source(Protocol):
@@ -29,6 +29,20 @@ class Source(Protocol):
     def gather(self, start: int, stop: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Flat indices of the unmasked elements in ``[start, stop)`` and their input values."""
         ...
+
+
+class Sized:
+    """The ``shape`` and the number of ``elements`` of something planned over a ``source``."""
+
+    source: Any
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.source.shape
+
+    @property
+    def elements(self) -> int:
+        return self.source.size
 
 
 class ArraySource:

@@ -145,6 +145,9 @@ def test_bad_lazy_inputs_raise_clear_errors(grid, tmp_path):
     with pytest.raises(ShapeError, match="one length per dimension name"):
         chunkmap.run(root_plus, xr.DataArray(a, dims=("y", "x")), xr.DataArray(b[:5], dims=("x",)),
                      scheduler="sync", progress=False)
+    with pytest.raises(ShapeError, match="one length per dimension name"):
+        chunkmap.run(root_plus, xr.DataArray(a, dims=("y", "x")).chunk({"y": 9}), xr.DataArray(b, dims=("x",)),
+                     mask=xr.DataArray(np.zeros(5, bool), dims=("x",)), scheduler="sync", progress=False)
     with pytest.raises(IdentityError, match="lazy inputs"):
         chunkmap.run(repr, lazy, checkpoint=tmp_path / "ckpt", scheduler="sync", progress=False)
 
