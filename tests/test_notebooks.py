@@ -10,6 +10,7 @@ import pytest
     [
         ("01_quickstart.ipynb", "identical to the serial loop, element for element"),
         ("02_long_runs.ipynb", "identical to the uninterrupted run"),
+        ("06_arrays_and_stores.ipynb", "identical to the serial loop"),
     ],
 )
 def test_notebook_executes(run_notebook, name, expected):
