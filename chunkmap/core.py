@@ -74,9 +74,11 @@ def run(
         whose data is not in memory (dask-backed, or opened lazily from a file) are *lazy*:
         the work is cut into boxes following their storage chunks, and each task reads its
         box of every input (a dask array's blocks computed there, a zarr region read through
-        zarr) and of the mask, so the client holds O(boxes) and no worker more than a box per
-        task; results come back to the client (``result.stats.masked`` is known at the end,
-        and progress counts every element, masked ones as their box is read). xarray objects
+        zarr) and of the mask, so the client's plan holds O(boxes), about 500 bytes per box
+        (5 MB for 10^10 elements in 10^4 boxes), and no worker more than a box per task;
+        results come back to the client or go to ``output=`` (``result.stats.masked`` is
+        known at the end; progress counts every element, masked ones as their box is read).
+        xarray objects
         broadcast by dimension name as in ``xarray.apply_ufunc`` (all array inputs must then be
         xarray), a ``Dataset`` stands for its data variables (``ds[["a", "b"]]``), and the
         result keeps their dims and coordinates (``result.to_xarray()``).
