@@ -177,7 +177,7 @@ class BlockSource:
         """What a task hands back for ``chunk``'s output: the output, or with ``output=`` its counts once written."""
         if self.writer is None or output is None:
             return output
-        return self.writer.write(output, self._box_at(chunk.start, chunk.stop), chunk.size)
+        return self.writer.write(output, self._box_at(chunk.start, chunk.stop))
 
     def readable_elsewhere(self) -> bool:
         """False: a box is read by the task that evaluates it, and its unmasked values sent on."""

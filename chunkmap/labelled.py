@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from .result import Failures, Result
 
-__all__ = ["Labels", "STATUS", "FAILURE_KINDS", "status_codes", "to_xarray", "to_pandas", "failures_to_pandas"]
+__all__ = ["Labels", "STATUS", "FAILURE_KINDS", "status_codes", "to_xarray", "to_pandas", "failures_to_pandas",
+           "optional_module"]
 
 #: the status of an element, by its int8 code: computed, masked (never passed to ``func``),
 #: then the failure kinds of :attr:`Failures.kinds`; a kind not listed here gets the next code
@@ -145,7 +146,7 @@ def to_xarray(result: Result, *, status: bool = False) -> xarray.DataArray | xar
         status   (dim_0, dim_1) int8 4B 0 2 1 0
     Dimensions without coordinates: dim_0, dim_1
     """
-    xr = _optional("xarray", "to_xarray()", "chunkmap[xarray]")
+    xr = optional_module("xarray", "to_xarray()", "chunkmap[xarray]")
     labels = getattr(result, "labels", None)
     dims = _dims(result, labels)
     coords = dict(labels.coords) if labels is not None else {}
@@ -180,7 +181,7 @@ def to_pandas(result: Result) -> pandas.DataFrame:
     0      0      0     1.5
     1      1      1     4.0
     """
-    pd = _optional("pandas", "to_pandas()", "chunkmap[pandas]")
+    pd = optional_module("pandas", "to_pandas()", "chunkmap[pandas]")
     dims = _dims(result, getattr(result, "labels", None))
     outputs = {"values": result.values} if result.outputs is None else result.values
     _check_names(outputs, dims)
@@ -207,7 +208,7 @@ def failures_to_pandas(failures: Failures, dims: tuple[Hashable, ...] | None = N
     0      0      1  exception  0.5   True    KeyError     'k'
     1      1      2      crash  1.5  False  ValueError       a
     """
-    pd = _optional("pandas", "failures.to_pandas()", "chunkmap[pandas]")
+    pd = optional_module("pandas", "failures.to_pandas()", "chunkmap[pandas]")
     dims = tuple(dims) if dims is not None else _default_dims(len(failures.shape))
     kinds = failures.kinds
     categories = FAILURE_KINDS + tuple(sorted(set(kinds.tolist()) - set(FAILURE_KINDS)))
@@ -223,7 +224,7 @@ def failures_to_pandas(failures: Failures, dims: tuple[Hashable, ...] | None = N
     })
 
 
-def _optional(module: str, needed_for: str, extra: str) -> Any:
+def optional_module(module: str, needed_for: str, extra: str) -> Any:
     """The optional library ``module``, or the error naming the extra to install."""
     try:
         return importlib.import_module(module)

@@ -71,9 +71,9 @@ class StoredOutput:
 
 
 def _zarr() -> Any:
-    from .labelled import _optional
+    from .labelled import optional_module
 
-    return _optional("zarr", "output=", "chunkmap[zarr]")
+    return optional_module("zarr", "output=", "chunkmap[zarr]")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class BoxWriter:
     names: tuple[str, ...]
     outputs: tuple[str, ...] | None
 
-    def write(self, output: ChunkOutput, box: Box, elements: int) -> StoredOutput:
+    def write(self, output: ChunkOutput, box: Box) -> StoredOutput:
         """Write ``output`` (the box's unmasked elements) as dense arrays; its counts."""
         group = _zarr().open_group(self.store, mode="r+")
         where = tuple(slice(start, stop) for start, stop in box)
@@ -344,9 +344,9 @@ class StoredResult(Result):
 
     def to_xarray(self, *, status: bool = False) -> Any:
         """The store opened with ``xarray.open_zarr`` (dask-backed: nothing read yet): a DataArray or a Dataset."""
-        from .labelled import _optional
+        from .labelled import optional_module
 
-        xr = _optional("xarray", "to_xarray()", "chunkmap[xarray]")
+        xr = optional_module("xarray", "to_xarray()", "chunkmap[xarray]")
         dataset = xr.open_zarr(self.group.store, consolidated=False, chunks={})
         dataset = dataset.drop_vars(["failures", "boxes"])
         if status:
