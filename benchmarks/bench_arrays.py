@@ -120,7 +120,7 @@ print(json.dumps({"elements": size, "input_bytes": size * 8, "cap_bytes": cap, "
 
 def measure(script: str, *args: object) -> dict:
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)], capture_output=True,
-                          text=True, env={"MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin",
+                          text=True, env={"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(1 << 20), "PATH": "/usr/bin:/bin",
                                           "TMPDIR": tempfile.gettempdir()})
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
