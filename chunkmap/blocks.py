@@ -55,7 +55,9 @@ def block_ends(shape: tuple[int, ...], preferred: Sequence[Sequence[int] | None]
     >>> block_ends((8,), [None], 2)
     [[2, 4, 6, 8]]
     """
-    axes = [sorted({*(preferred[axis] or ()), length} - {0}) for axis, length in enumerate(shape)]
+    if 0 in shape:
+        return [[] for _ in shape]  # no element, no box
+    axes = [sorted({*(preferred[axis] or ()), length}) for axis, length in enumerate(shape)]
     typical = [_longest(ends) for ends in axes]
     for axis in reversed(range(len(shape))):
         if math.prod(typical) >= target:
@@ -184,12 +186,12 @@ class BlockSource:
         return False
 
     def chunks(self) -> list[Any]:
-        """One chunk per box, in C order of the grid."""
+        """One chunk per box, in C order of the grid (its index is the box's number; no box is empty)."""
         from .plan import Chunk
 
-        offsets = self.offsets()
-        return [Chunk(number, int(start), int(stop), int(stop - start))
-                for number, (start, stop) in enumerate(zip(offsets[:-1], offsets[1:])) if stop > start]
+        offsets = self.offsets().tolist()
+        return [Chunk(number, start, stop, stop - start)
+                for number, (start, stop) in enumerate(zip(offsets[:-1], offsets[1:]))]
 
 
 def box_flat_index(box: Box, shape: tuple[int, ...]) -> np.ndarray:

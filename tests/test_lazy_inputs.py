@@ -219,3 +219,15 @@ def test_client_memory_stays_far_below_a_lazy_input_larger_than_its_cap():
     assert done.returncode == 0, done.stderr[-3000:]  # it ran in an address space half the input's size
     peak = int(done.stdout.split()[-1])
     assert peak < 3_200_000_000 / 4, f"peak resident {peak / 1e6:.0f} MB for a 3.2 GB input"
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "processes"])
+def test_empty_scalar_and_fully_masked_lazy_inputs(scheduler, tmp_path):
+    empty = chunkmap.run(float, da.zeros((0, 5)), scheduler=scheduler, progress=False)
+    assert (empty.shape, len(empty), empty.stats.elements) == ((0, 5), 0, 0)
+    scalar = chunkmap.run(float, da.ones(()), scheduler=scheduler, progress=False)
+    assert scalar.shape == () and scalar.values.tolist() == [1.0]
+    masked = chunkmap.run(float, da.ones(3), mask=da.ones(3, dtype=bool), scheduler=scheduler, progress=False)
+    assert (len(masked), masked.stats.masked) == (0, 3)
+    stored = chunkmap.run(float, da.zeros((0, 5)), scheduler=scheduler, progress=False, output=tmp_path / "e.zarr")
+    assert (stored.shape, len(stored)) == ((0, 5), 0)
