@@ -32,6 +32,7 @@ write, raises :class:`~chunkmap.errors.OutputStoreError` and is left untouched.
 from __future__ import annotations
 
 import functools
+import html
 import json
 import math
 import os
@@ -333,6 +334,18 @@ class StoredResult(Result):
                   for number in range(len(boxes[0]["inputs"]) if boxes else 0)]
         return Failures(self.shape, flat[order], np.array(column("types"), object)[order],
                         np.array(column("messages"), object)[order], np.array(column("kinds"), object)[order], inputs)
+
+    def __repr__(self) -> str:
+        """A summary from the counts alone: showing a result never reads the store."""
+        counts = ""
+        if self.stats is not None:
+            stats = self.stats
+            counts = (f"\n  elements {stats.elements:,}: computed {stats.computed:,}, failed {stats.failed:,}, "
+                      f"masked {stats.masked:,}")
+        return f"<chunkmap.StoredResult shape={self.shape} {', '.join(self._names)} in {self.group.store}{counts}>"
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(repr(self))}</pre>"
 
     def to_dense(self, fill_value: Any = None) -> Any:
         """The store's arrays (read whole), ``fill_value`` where nothing was computed (NaN by default)."""

@@ -69,6 +69,7 @@ def test_the_store_holds_exactly_the_serial_result(grid, tmp_path, scheduler):
     # the result reads the store on demand, as the in-memory result would hold it
     assert (result.stats.computed, result.stats.failed, result.stats.masked) == (
         len(reference.values), len(reference.failures), reference.masked)
+    assert "computed" in repr(result) and "values" not in vars(result)  # shown from its counts, nothing read
     np.testing.assert_array_equal(result.values, reference.values)
     for got, want in zip(result.coords, reference.coords):
         np.testing.assert_array_equal(got, want)
