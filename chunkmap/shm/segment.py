@@ -22,8 +22,13 @@ What is guaranteed about cleanup
       its "leaked shared_memory" warning: this is the one case where it does, and rightly).
     - Whatever is left by processes that died (files of the fallback, which the tracker cannot
       remove, or segments of a killed process tree) is swept the next time a process in the same
-      PID namespace creates a segment in that directory: names carry the PID namespace and the
-      creator's PID, and a name whose creator no longer exists is unlinked.
+      PID namespace creates a segment in that directory: names carry the PID namespace, the
+      creator's PID and its resource tracker's PID, and a name whose creator and tracker no
+      longer exist is unlinked. A segment whose tracker still runs is left to the tracker, so
+      that it does not find the segment gone and print a second warning ("No such file or
+      directory"). The tracker's PID is known in the process that started the tracker and in
+      its forked children; a segment created in a spawned child names no tracker and is swept
+      as soon as its creator is dead.
     - Attached mappings are never unlinked by their process, so an attaching child killed
       mid-use leaves nothing behind. Unlinking only removes the name: processes that have it
       mapped keep valid memory until they drop it.
@@ -66,6 +71,7 @@ from collections import OrderedDict
 from multiprocessing import resource_tracker, util
 
 from ..errors import MissingFileError, SharedMemoryError, SharedMemoryFallbackWarning
+from . import pids
 
 try:  # POSIX shared memory, as multiprocessing.shared_memory uses it
     import _posixshmem
@@ -195,22 +201,34 @@ def _free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def _new_basename() -> str:
-    return f"{PREFIX}_{_NS}_{os.getpid()}_{secrets.token_hex(6)}"
+def _new_basename(tracker: int = 0) -> str:
+    """``chunkmap_<namespace>_<creator pid>_<tracker pid, 0 if none>_<random>``."""
+    return f"{PREFIX}_{_NS}_{os.getpid()}_{tracker}_{secrets.token_hex(6)}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _tracker_pid() -> int:
+    """PID of the resource tracker this process registers segments with (0 if it is not known).
+
+    Only the process that started the tracker (and its forked children) know it: a spawned
+    child is handed the tracker's pipe, not its PID.
+    """
+    resource_tracker.ensure_running()
+    return getattr(resource_tracker._resource_tracker, "_pid", None) or 0
+
+
+def _pids_in_name(rest: str) -> tuple[int, int]:
+    """(creator, tracker) from the part of a name after the namespace; tracker 0 if none is named."""
+    fields = rest.split("_")
+    creator = int(fields[0])
+    tracker = int(fields[1]) if len(fields) > 2 and fields[1].isdigit() else 0
+    return creator, tracker
 
 
 def _sweep(directory: str) -> list[str]:
-    """Unlink segments in ``directory`` left by dead processes of this PID namespace."""
+    """Unlink segments in ``directory`` left by dead processes of this PID namespace.
+
+    A segment is left alone while its creator or the resource tracker it registered with lives.
+    """
     removed = []
     try:
         entries = os.listdir(directory)
@@ -221,10 +239,10 @@ def _sweep(directory: str) -> list[str]:
         if not entry.startswith(head):
             continue
         try:
-            pid = int(entry[len(head):].split("_", 1)[0])
+            creator, tracker = _pids_in_name(entry[len(head):])
         except ValueError:
             continue
-        if pid == os.getpid() or _pid_alive(pid):
+        if creator == os.getpid() or pids.alive(creator) or (tracker and pids.alive(tracker)):
             continue
         try:
             if directory == DEV_SHM and _posixshmem is not None:
@@ -255,7 +273,7 @@ def _create_posix(size: int) -> tuple[str, mmap.mmap] | None:
     if _posixshmem is None or _free_bytes(DEV_SHM) < size:
         return None
     _sweep_once(DEV_SHM)
-    name = _new_basename()
+    name = _new_basename(_tracker_pid())
     fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
     try:
         mm = _map_fd(fd, size, reserve=True)

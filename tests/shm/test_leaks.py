@@ -145,3 +145,45 @@ def test_unrelated_process_attaching_does_not_unlink(tmp_path):
             proc = subprocess.run([sys.executable, "-c", code, sa.name], env=env, capture_output=True, text=True, timeout=60)
             assert proc.returncode == 0 and proc.stderr == "", proc.stderr
         assert exists(sa.name) and sa.array.sum() == 20.0
+
+
+SURVIVOR = """
+import os, sys, time
+from chunkmap.shm import SharedArray
+
+if __name__ == "__main__":
+    sa = SharedArray.create(100)
+    child = os.fork()              # shares the resource tracker, so the tracker outlives the kill
+    if child == 0:
+        time.sleep(120)
+        os._exit(0)
+    print(sa.name, child, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_sigkill_of_owner_while_its_tracker_lives_gives_only_the_documented_warning(tmp_path, monkeypatch):
+    """Another process's sweep leaves a killed owner's segment to its still-running tracker,
+    which unlinks it with its one "leaked shared_memory" warning (and no "No such file")."""
+    script = tmp_path / "survivor.py"
+    script.write_text(SURVIVOR)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        name, child = proc.stdout.readline().split()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        monkeypatch.setattr(segment, "_SWEPT", set())
+        with SharedArray.create(1):  # the sweep: the creator is dead, but its tracker is not
+            assert exists(name)
+        os.kill(int(child), signal.SIGKILL)  # the last process sharing the tracker: it cleans up
+        _, err = proc.communicate(timeout=60)  # stderr ends when the tracker has exited
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not exists(name)
+    assert err.count("leaked shared_memory") == 1, err
+    assert "No such file" not in err and err.count("UserWarning") == 1, err
