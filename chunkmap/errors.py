@@ -23,6 +23,7 @@ class also derives from the builtin exception a caller would naturally catch, so
     ├── RunCancelledError(CancelledError)      the run's cancel= event was set (concurrent.futures')
     ├── NotPicklableError(TypeError)           func or setup cannot be sent to worker processes
     ├── MissingFileError(FileNotFoundError)    a file chunkmap was asked to read does not exist
+    │   └── MissingArrayError(KeyError)        no .npy file for that array (chunkmap.npy: a name or a path)
     ├── FormatError(ValueError)                bytes that are not what they claim to be
     │   ├── NpyFormatError                     not a readable .npy file (truncated, object dtype, ...)
     │   └── CodecError                         a truncated, corrupted or foreign array payload
@@ -72,6 +73,7 @@ __all__ = [
     "RunCancelledError",
     "NotPicklableError",
     "MissingFileError",
+    "MissingArrayError",
     "FormatError",
     "NpyFormatError",
     "CodecError",
@@ -246,6 +248,21 @@ class NotPicklableError(ChunkmapError, TypeError):
 
 class MissingFileError(ChunkmapError, FileNotFoundError):
     """A file chunkmap was asked to read does not exist."""
+
+
+class MissingArrayError(MissingFileError, KeyError):
+    """No ``.npy`` file holds the array asked for: a name of a :class:`~chunkmap.npy.NpyLibrary`
+    or the path of an :class:`~chunkmap.npy.NpyReader`.
+
+    One class for both, wherever the file went missing (before the first read or between two).
+    It is a ``FileNotFoundError`` (a file is missing) and a ``KeyError`` (the mapping protocol:
+    ``library.get(name)``), but not a :class:`MissingKeyError`, which is about array stores
+    (Redis): code that caught ``MissingKeyError`` around an ``NpyLibrary`` catches this class,
+    ``KeyError`` or ``FileNotFoundError`` instead.
+    """
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
 
 
 class FormatError(ChunkmapError, ValueError):

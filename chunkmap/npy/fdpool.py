@@ -224,6 +224,14 @@ class FdPool:
                 return got  # (None: other threads evicted it already; a tiny pool under load)
         return self._pread_path(path, buf, offset)
 
+    def discard(self, path: bytes) -> None:
+        """Close the descriptor held for ``path``, if any (one in use closes when its read ends),
+        so that the next read opens ``path`` again: the file there now, not one removed or replaced."""
+        with self._lock:
+            entry = None if self._fds is None else self._fds.pop(path, None)
+            if entry is not None:
+                self._evict(entry)
+
     def close(self) -> None:
         """Close every descriptor (one in use closes when its read ends); later reads raise
         :class:`~chunkmap.errors.ClosedError`. Idempotent."""

@@ -18,7 +18,7 @@ from math import prod
 import numpy as np
 from numpy.lib.format import descr_to_dtype
 
-from ..errors import MissingFileError, NpyFormatError
+from ..errors import MissingArrayError, NpyFormatError
 
 __all__ = ["NpyHeader", "parse_header", "read_header"]
 
@@ -190,8 +190,8 @@ def read_header(path: str | os.PathLike[str]) -> NpyHeader:
 
     Raises
     ------
-    MissingFileError
-        The file does not exist.
+    MissingArrayError
+        The file does not exist (a ``FileNotFoundError``).
     NpyFormatError
         Not a ``.npy`` file, an object dtype, or fewer data bytes than the header announces.
     """
@@ -199,7 +199,7 @@ def read_header(path: str | os.PathLike[str]) -> NpyHeader:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise MissingFileError(f"no .npy file at {path!r}; check the path or the folder") from None
+        raise MissingArrayError(f"no .npy file at {path!r}; check the path or the folder") from None
     try:
         data = os.pread(fd, _FIRST_READ, 0)
         header = parse_header(data, path)

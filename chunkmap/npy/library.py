@@ -1,9 +1,25 @@
 """A library of many ``.npy`` arrays: lazy headers, positional row reads, an optional LRU cache.
 
-The library is a mapping from names to :class:`~chunkmap.npy.reader.NpyReader`. It stores one path
-per array; the header is read on the first access and kept (a few hundred bytes). No file
-descriptor and no memory mapping is held between calls, so the number of arrays is limited neither
-by ``ulimit -n`` nor by the address space, unlike a dict of ``np.load(mmap_mode="r")``.
+The library is a mapping from names to :class:`~chunkmap.npy.reader.NpyReader`. Names come from
+the source as it is now (:mod:`chunkmap.npy.names`): for a folder, ``lib[name]`` goes straight to
+``folder/name.npy`` and ``in``, ``len`` and iteration see the files there at the time of the call.
+The header of an array is read on its first lookup and kept (a few hundred bytes) with the file's
+identity (device, inode, size, modification time); no file descriptor and no memory mapping is
+held between calls, so the number of arrays is limited neither by ``ulimit -n`` nor by the address
+space, unlike a dict of ``np.load(mmap_mode="r")``.
+
+When files change
+-----------------
+- ``name in lib``, ``len(lib)``, ``list(lib)``: the folder now (a ``stat``; a listing).
+- ``lib[name]``, ``lib.header(name)``, ``lib.rows``, ``lib.load``: one ``stat`` each. A removed file
+  raises :class:`~chunkmap.errors.MissingArrayError`; a file replaced under the same name (another
+  inode, size or time) has its header read again, its cached array and held descriptor dropped.
+- ``lib.row(name, i)``, the hot path, adds no ``stat`` for an array already looked up: the read
+  opens the file by its path, so a removed file raises ``MissingArrayError`` and the name is
+  forgotten. Two cases need a ``lib[name]`` first to be seen: a file rewritten with another shape or
+  dtype (the row would be read with the old header), and, with ``max_open_files``, a file removed or
+  replaced while its descriptor is held (the row comes from the old file); with ``cache_bytes``,
+  rows of a cached array come from memory.
 
 With ``cache_bytes > 0`` whole arrays are kept in memory, least recently used first out, up to that
 many bytes: the first access to an array reads it whole (one read), later rows are views of it.
@@ -17,7 +33,6 @@ a ``with`` block, or when the library is garbage collected. The default, 0, hold
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import threading
 from collections import OrderedDict
@@ -26,28 +41,20 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ClosedError, MissingFileError, MissingKeyError, OptionError
+from ..errors import ClosedError, MissingArrayError, OptionError
 from .fdpool import FdPool
 from .header import NpyHeader
+from .names import missing, names_of
 from .reader import NpyReader
 from .rows import RowIterator
 
 __all__ = ["NpyLibrary"]
 
-
-def _list_folder(folder: str, pattern: str) -> dict[str, str]:
-    names = sorted(fnmatch.filter(os.listdir(folder), pattern))
-    return {os.path.splitext(n)[0]: f"{folder}{os.sep}{n}" for n in names}
+Identity = int  # a hash of st_dev, st_ino, st_size, st_mtime_ns: 32 bytes per array, not 200
 
 
-def _paths(source: Any) -> dict[str, str]:
-    if isinstance(source, Mapping):
-        return {str(k): os.fspath(p) for k, p in source.items()}
-    if isinstance(source, Iterable):
-        return {os.fspath(p): os.fspath(p) for p in source}
-    raise OptionError(
-        f"source must be a folder, a list of .npy paths or a mapping name -> path; got {type(source).__name__}"
-    )
+def _identity(st: os.stat_result) -> Identity:
+    return hash((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
 
 
 class NpyLibrary(Mapping[str, NpyReader]):
@@ -56,11 +63,12 @@ class NpyLibrary(Mapping[str, NpyReader]):
     Parameters
     ----------
     source : folder, iterable of paths, or mapping of name to path
-        A folder gives the files matching ``pattern``, named by file name without extension; a
-        list of paths is named by the paths as given; a mapping by its keys. Files are not opened
-        here, and a folder is listed only when the library is iterated, measured or searched
-        (``len``, ``in``): with the default pattern, ``lib[name]`` goes straight to
-        ``folder/name.npy``, so the first row costs the same for ten files or a million.
+        A folder gives the files matching ``pattern``, named by file name without extension, as
+        the folder is at each call (files added or removed later are seen); a list of paths is
+        named by the paths as given; a mapping by its keys. Files are not opened here. With a
+        pattern ending in ``.npy`` (the default), ``lib[name]`` goes straight to
+        ``folder/name.npy`` without listing the folder, so the first row costs the same for ten
+        files or a million; ``len`` and iteration list the folder (about 1 ms per 10,000 files).
     cache_bytes : int, default 0
         Budget of the least-recently-used cache of whole arrays; 0 disables the cache and every
         row is read from disk (a few microseconds from the page cache).
@@ -81,8 +89,11 @@ class NpyLibrary(Mapping[str, NpyReader]):
 
     Notes
     -----
-    :meth:`close` (or leaving a ``with`` block) releases the descriptors and the cache; the library
-    cannot be used afterwards (:class:`~chunkmap.errors.ClosedError`).
+    A name without a file raises :class:`~chunkmap.errors.MissingArrayError`, a ``KeyError`` and
+    a ``FileNotFoundError``. What is checked at each call when files change is in the module's
+    docstring (:mod:`chunkmap.npy.library`). :meth:`close` (or leaving a ``with`` block) releases
+    the descriptors and the cache; the library cannot be used afterwards
+    (:class:`~chunkmap.errors.ClosedError`).
 
     Examples
     --------
@@ -96,13 +107,17 @@ class NpyLibrary(Mapping[str, NpyReader]):
     array([1, 1, 1], dtype=uint8)
     >>> [int(r[0, 0]) for r in lib.iter_rows(["img0", "img2"])][::500]
     [0, 2]
+    >>> np.save(os.path.join(d, "img3.npy"), np.full((2, 30, 3), 3, "u1"))
+    >>> len(lib), int(lib.row("img3", 1)[0, 0])
+    (4, 3)
     >>> with NpyLibrary(d, max_open_files=2) as pooled:
     ...     int(pooled.row("img0", 0)[0, 0]), int(pooled.row("img2", 0)[0, 0]), pooled.open_files
     (0, 2, 2)
     >>> pooled.open_files
     0
-    >>> for k in range(3): os.remove(os.path.join(d, f"img{k}.npy"))
-    >>> os.rmdir(d)
+    >>> for k in range(4): os.remove(os.path.join(d, f"img{k}.npy"))
+    >>> "img3" in lib, os.rmdir(d)
+    (False, None)
     """
 
     def __init__(
@@ -112,20 +127,13 @@ class NpyLibrary(Mapping[str, NpyReader]):
             raise OptionError(f"cache_bytes must be >= 0, got {cache_bytes}")
         if isinstance(max_open_files, bool) or not isinstance(max_open_files, int) or max_open_files < 0:
             raise OptionError(f"max_open_files must be an int >= 0 (0: no descriptor held), got {max_open_files!r}")
+        self._names = names_of(source, pattern)
         self._pool: FdPool | None = FdPool(max_open_files) if max_open_files else None
         self.max_open_files = max_open_files
         self._closed = False
-        self._folder: str | None = None
         self._pattern = pattern
-        self._listed: dict[str, str] | None = None
-        if isinstance(source, (str, os.PathLike)):
-            folder = os.fspath(source)
-            if not os.path.isdir(folder):
-                raise MissingFileError(f"no folder at {folder!r}; pass a folder of .npy files or a list of paths")
-            self._folder = folder
-        else:
-            self._listed = _paths(source)
         self._readers: dict[str, NpyReader] = {}  # created on first access, header included
+        self._identities: dict[str, Identity] = {}  # of each reader's file when its header was read
         self.cache_bytes = int(cache_bytes)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cached_bytes = 0
@@ -133,21 +141,13 @@ class NpyLibrary(Mapping[str, NpyReader]):
         self._lock = threading.Lock()
 
     def __reduce__(self):
-        headers = {k: (r.path, r.header) for k, r in self._readers.items()}
-        source = self._folder if self._folder is not None else self._listed
-        return (_rebuild, (source, self.cache_bytes, self._pattern, headers, self.max_open_files))
-
-    @property
-    def _paths(self) -> dict[str, str]:
-        if self._listed is None:
-            self._listed = _list_folder(self._folder, self._pattern)
-        return self._listed
+        headers = {k: (r.path, r.header, self._identities.get(k)) for k, r in self._readers.items()}
+        return (_rebuild, (self._names.source, self.cache_bytes, self._pattern, headers, self.max_open_files))
 
     def __repr__(self) -> str:
-        what = f"{len(self._listed)} arrays" if self._listed is not None else f"folder {self._folder!r}"
         pool = f", max_open_files={self.max_open_files}" if self.max_open_files else ""
         closed = ", closed" if self._closed else ""
-        return f"NpyLibrary({what}, cache_bytes={self.cache_bytes}{pool}{closed})"
+        return f"NpyLibrary({self._names!r}, cache_bytes={self.cache_bytes}{pool}{closed})"
 
     # -- descriptors -----------------------------------------------------------------------------
     @property
@@ -163,6 +163,7 @@ class NpyLibrary(Mapping[str, NpyReader]):
         """
         self._closed = True
         self._readers = {}
+        self._identities = {}
         if self._pool is not None:
             self._pool.close()
         self.clear_cache()
@@ -175,57 +176,59 @@ class NpyLibrary(Mapping[str, NpyReader]):
 
     # -- mapping -------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._paths)
+        return len(self._names.listing())
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._paths)
+        return iter(self._names.listing())
 
     def __contains__(self, key: object) -> bool:
-        return key in self._paths
-
-    def _missing(self, key: object) -> MissingKeyError:
-        where = f"in {self._folder!r}" if self._folder is not None else f"among {len(self._paths)} arrays"
-        return MissingKeyError(
-            f"no array named {key!r} {where}; names are file names without .npy (see list(library))"
-        )
-
-    def _direct(self, key: object) -> bool:
-        """True when ``key`` resolves to folder/key.npy without listing the folder."""
-        return (
-            self._listed is None
-            and self._pattern == "*.npy"
-            and isinstance(key, str)
-            and key not in ("", ".", "..")
-            and os.sep not in key
-            and (os.altsep is None or os.altsep not in key)
-        )
+        return key in self._names
 
     def path(self, key: str) -> str:
-        """Path of the array named ``key``."""
-        if self._direct(key):
-            return f"{self._folder}{os.sep}{key}.npy"
-        try:
-            return self._paths[key]
-        except (KeyError, TypeError):
-            raise self._missing(key) from None
+        """Path of the file of the array named ``key`` (for a folder, where it is looked for)."""
+        path = self._names.path(key)
+        if path is None:
+            raise missing(key, self._names, None)
+        return path
 
     def header(self, key: str) -> NpyHeader:
-        """Header of the array ``key``, read from the file on first use."""
+        """Header of the array ``key``, read from the file on first use (and when it was replaced)."""
         return self[key].header
 
+    def _forget(self, key: str) -> None:
+        """Drop what is kept of ``key``: its reader, its cached array, its held descriptor."""
+        reader = self._readers.pop(key, None)
+        self._identities.pop(key, None)
+        with self._lock:
+            arr = self._cache.pop(key, None)
+            if arr is not None:
+                self._cached_bytes -= arr.nbytes
+        if reader is not None and self._pool is not None:
+            self._pool.discard(os.fsencode(reader.path))
+
+    def _gone(self, key: str, path: str | None) -> MissingArrayError:
+        self._forget(key)
+        return missing(key, self._names, path)
+
     def __getitem__(self, key: str) -> NpyReader:
+        if self._closed:
+            raise ClosedError("this NpyLibrary is closed; open a new one")
+        path = self.path(key)
+        try:
+            identity = _identity(os.stat(path))
+        except (FileNotFoundError, NotADirectoryError):
+            raise self._gone(key, path) from None
         r = self._readers.get(key)
-        if r is None:
-            if self._closed:
-                raise ClosedError("this NpyLibrary is closed; open a new one")
-            direct = self._direct(key)
-            try:
-                r = NpyReader(self.path(key), pool=self._pool)
-            except MissingFileError:
-                if direct:
-                    raise self._missing(key) from None
-                raise
-            self._readers[key] = r
+        if r is not None:
+            if self._identities.get(key) == identity:
+                return r
+            self._forget(key)  # replaced: read its header again
+        try:
+            r = NpyReader(path, pool=self._pool)
+        except MissingArrayError:
+            raise self._gone(key, path) from None
+        self._readers[key] = r
+        self._identities[key] = identity
         return r
 
     # -- reads ---------------------------------------------------------------------------------
@@ -272,8 +275,13 @@ class NpyLibrary(Mapping[str, NpyReader]):
             arr = self._cached(key)
             if arr is not None:
                 return arr[i]
-        r = self._readers.get(key)
-        return (r if r is not None else self[key]).read_row(i)
+        r = self._readers.get(key)  # the hot path: no stat for an array already looked up
+        if r is None:
+            r = self[key]
+        try:
+            return r.read_row(i)
+        except MissingArrayError:
+            raise self._gone(key, r.path) from None
 
     def rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of array ``key``.
@@ -285,7 +293,11 @@ class NpyLibrary(Mapping[str, NpyReader]):
         arr = self._cached(key)
         if arr is not None:
             return arr[start:stop]
-        return self[key].read_rows(start, stop)
+        r = self[key]
+        try:
+            return r.read_rows(start, stop)
+        except MissingArrayError:  # removed between the stat and the read
+            raise self._gone(key, r.path) from None
 
     def load(self, key: str) -> np.ndarray:
         """The whole array ``key`` (read-only when it comes from the cache).
@@ -295,16 +307,23 @@ class NpyLibrary(Mapping[str, NpyReader]):
         numpy.ndarray
         """
         arr = self._cached(key)
-        return arr if arr is not None else self[key].read()
+        if arr is not None:
+            return arr
+        r = self[key]
+        try:
+            return r.read()
+        except MissingArrayError:  # removed between the stat and the read
+            raise self._gone(key, r.path) from None
 
     def iter_rows(self, keys: Iterable[str] | None = None, *, prefetch: int = 256) -> RowIterator:
-        """Rows of the arrays ``keys`` (all of them by default) one after the other, prefetched.
+        """Rows of the arrays ``keys`` (all of them now by default) one after the other, prefetched.
 
         Returns
         -------
         RowIterator
         """
-        keys = list(self._paths) if keys is None else list(keys)
+        if keys is None:
+            return RowIterator(list(self._names.listing().values()), prefetch=prefetch)
         return RowIterator([self.path(k) for k in keys], prefetch=prefetch)
 
     # -- cache ---------------------------------------------------------------------------------
@@ -332,9 +351,12 @@ def _rebuild(
     source: Any,
     cache_bytes: int,
     pattern: str,
-    headers: dict[str, tuple[str, NpyHeader]],
+    headers: dict[str, tuple[str, NpyHeader, Identity | None]],
     max_open_files: int = 0,
 ) -> NpyLibrary:
     lib = NpyLibrary(source, cache_bytes=cache_bytes, pattern=pattern, max_open_files=max_open_files)
-    lib._readers.update({k: NpyReader(p, h, pool=lib._pool) for k, (p, h) in headers.items()})
+    for key, (path, header, identity) in headers.items():
+        lib._readers[key] = NpyReader(path, header, pool=lib._pool)
+        if identity is not None:  # (another machine's file has another identity: read again)
+            lib._identities[key] = identity
     return lib

@@ -29,7 +29,7 @@ from math import prod
 
 import numpy as np
 
-from ..errors import MissingFileError, NpyFormatError, OptionError
+from ..errors import MissingArrayError, NpyFormatError, OptionError
 from . import _io
 from .fdpool import FdPool
 from .header import NpyHeader, read_header
@@ -45,8 +45,8 @@ def _bytes(arr: np.ndarray):
     return arr if arr.dtype.kind in "biufc" else arr.reshape(-1).view(np.uint8)
 
 
-def _missing(path: str) -> MissingFileError:
-    return MissingFileError(f"no .npy file at {path!r} (was it moved or deleted?)")
+def _missing(path: str) -> MissingArrayError:
+    return MissingArrayError(f"no .npy file at {path!r} (was it moved or deleted?)")
 
 
 def _truncated(path: str, offset: int) -> NpyFormatError:
@@ -78,8 +78,8 @@ class NpyReader:
 
     Raises
     ------
-    MissingFileError
-        The file does not exist.
+    MissingArrayError
+        The file does not exist, here or at a later read (a ``FileNotFoundError``).
     NpyFormatError
         The file is not a ``.npy`` file, is truncated, or holds objects.
 
@@ -289,12 +289,12 @@ class NpyReader:
         n = self._n
         if type(i) is not int:
             i = operator.index(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
+        if not -n <= i < n:
             if n < 0:
                 raise IndexError("a 0-d array has no rows; use read() or read_flat(0, 1)")
             raise IndexError(f"row {i} is out of range for {n} rows in {self.path!r}")
+        if i < 0:
+            i += n
         if self._fast:  # the hot path: C layout, plain dtype, no out=
             if out is None:
                 out = np.empty(self._row_shape, self._dtype)

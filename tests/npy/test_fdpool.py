@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from chunkmap._extensions import pure_python_requested
-from chunkmap.errors import ClosedError, MissingFileError, MissingKeyError, NpyFormatError, OptionError
+from chunkmap.errors import ClosedError, MissingArrayError, MissingFileError, NpyFormatError, OptionError
 from chunkmap.npy import NpyLibrary, NpyReader, _io, _pread_py
 from chunkmap.npy.fdpool import FdPool, fd_limit
 
@@ -188,7 +188,7 @@ def test_missing_and_truncated_through_the_pool(tmp_path, impl):
         with pytest.raises(NpyFormatError, match="truncated"):
             lib.row("a", 3)
         assert lib.row("a", 0).tolist() == [0.0, 1.0, 2.0]
-        with pytest.raises(MissingKeyError):
+        with pytest.raises(MissingArrayError):
             lib.row("nope", 0)
     os.remove(tmp_path / "a.npy")
     with pytest.raises(MissingFileError):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from numpy.lib.format import write_array_header_1_0
 
-from chunkmap.errors import MissingFileError, MissingKeyError, OptionError
+from chunkmap.errors import MissingArrayError, MissingFileError, MissingKeyError, OptionError, StoreError
 from chunkmap.npy import NpyLibrary, NpyReader
 
 
@@ -38,7 +38,8 @@ def test_folder_names_and_lazy_headers(folder, fd_count):
     assert np.array_equal(lib.load("a4"), np.load(folder / "a4.npy"))
     assert lib.path("a1") == os.path.join(folder, "a1.npy")
     assert fd_count() == before
-    assert "6 arrays" in repr(lib)
+    assert repr(lib).startswith(f"NpyLibrary(folder {str(folder)!r}")
+    assert "2 arrays" in repr(NpyLibrary([folder / "a1.npy", folder / "a2.npy"]))
 
 
 def test_list_and_mapping_sources(folder):
@@ -52,35 +53,37 @@ def test_list_and_mapping_sources(folder):
 
 def test_errors(folder):
     lib = NpyLibrary(folder)
-    with pytest.raises(MissingKeyError, match="no array named 'zz'") as e:
+    with pytest.raises(MissingArrayError, match="no array named 'zz'") as e:
         lib["zz"]
-    assert isinstance(e.value, KeyError)
+    assert isinstance(e.value, KeyError) and isinstance(e.value, FileNotFoundError)
+    assert isinstance(e.value, MissingFileError) and not isinstance(e.value, (MissingKeyError, StoreError))
     with pytest.raises(MissingFileError):
         NpyLibrary(folder / "nope")
     with pytest.raises(OptionError):
         NpyLibrary(folder, cache_bytes=-1)
     with pytest.raises(OptionError):
         NpyLibrary(3)
-    with pytest.raises(MissingKeyError):
+    with pytest.raises(MissingArrayError):
         lib.row("../a1", 0)  # names never walk out of the folder
+    assert "a0" in lib
     (folder / "a0.npy").unlink()
-    with pytest.raises(MissingKeyError):  # resolved without listing: the name is unknown
+    with pytest.raises(MissingArrayError):  # resolved without listing: the name is unknown
         NpyLibrary(folder).row("a0", 0)
-    assert "a0" in lib  # listed before the unlink: the file has vanished
-    with pytest.raises(MissingFileError):
+    assert "a0" not in lib  # the folder as it is now
+    with pytest.raises(MissingArrayError, match="'a0'.*a0.npy' does not exist"):
         lib.row("a0", 0)
 
 
 def test_first_row_does_not_list_the_folder(folder):
+    (folder / "a9.npy").mkdir()  # neither listed nor in: not a file
     lib = NpyLibrary(folder)
-    assert lib.row("a4", 0)[0] == 4 and lib._listed is None
-    assert "folder" in repr(lib)
+    assert lib.row("a4", 0)[0] == 4 and "folder" in repr(lib)
     lib2 = pickle.loads(pickle.dumps(lib))
-    assert lib2._listed is None and lib2.cache_info()["headers"] == 1 and lib2.row("a2", 1)[0] == 2
-    assert len(lib) == 6 and lib._listed is not None
+    assert lib2.cache_info()["headers"] == 1 and lib2.row("a2", 1)[0] == 2
+    assert len(lib) == 6 and "a9" not in lib and "a9" not in list(lib)
     other = NpyLibrary(folder, pattern="a[12].npy")
-    assert list(other) == ["a1", "a2"]
-    with pytest.raises(MissingKeyError):
+    assert list(other) == ["a1", "a2"] and "a1" in other and "a3" not in other
+    with pytest.raises(MissingArrayError):
         other.row("a3", 0)
 
 
