@@ -39,6 +39,7 @@ class also derives from the builtin exception a caller would naturally catch, so
     ├── SharedMemoryError(OSError)             a shared-memory segment cannot be created, mapped or unlinked
     ├── ClosedError(ValueError)                use of a closed SharedArray or SlotPool
     │   └── PoolClosedError                    the SlotPool was closed, or aborted by an exception
+    │       └── PeerDiedError                  a producer or consumer process ended without leaving the SlotPool
     └── PoolTimeoutError(TimeoutError)         no slot became available within ``timeout``
 
     UserWarning
@@ -88,6 +89,7 @@ __all__ = [
     "SharedMemoryError",
     "ClosedError",
     "PoolClosedError",
+    "PeerDiedError",
     "PoolTimeoutError",
     "ChunkmapWarning",
     "CheckpointWarning",
@@ -361,6 +363,30 @@ class PoolClosedError(ClosedError):
 
     def __reduce__(self):
         return (type(self), (self.reason,))
+
+
+class PeerDiedError(PoolClosedError):
+    """A producer or consumer of the slot pool ended (killed, crashed) without leaving it.
+
+    The party that noticed closed the pool, so every other party gets this error too.
+
+    Attributes
+    ----------
+    reason : str
+        Which party died, and what that means for the data.
+    pid : int
+        The dead process's PID.
+    role : str
+        ``"producer"`` or ``"consumer"``.
+    """
+
+    def __init__(self, reason: str, pid: int = 0, role: str = "") -> None:
+        self.pid = pid
+        self.role = role
+        super().__init__(reason)
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.pid, self.role))
 
 
 class PoolTimeoutError(ChunkmapError, TimeoutError):

@@ -6,7 +6,8 @@
 - :class:`SlotPool` -- N pre-allocated shared arrays passed between any number of producer and
   consumer processes as free/filled tokens, with a shutdown that cannot hang.
 - Errors (from :mod:`chunkmap.errors`): :class:`SharedMemoryError`, :class:`ClosedError`,
-  :class:`PoolClosedError`, :class:`PoolTimeoutError`; warning: :class:`SharedMemoryFallbackWarning`.
+  :class:`PoolClosedError`, :class:`PeerDiedError` (a party's process ended without leaving the
+  pool), :class:`PoolTimeoutError`; warning: :class:`SharedMemoryFallbackWarning`.
 
 Cleanup guarantees and the choice of ``shm_open`` + ``mmap`` over
 :class:`multiprocessing.shared_memory.SharedMemory` are explained in :mod:`chunkmap.shm.segment`.
@@ -23,6 +24,7 @@ from __future__ import annotations
 from .array import SharedArray
 from ..errors import (
     ClosedError,
+    PeerDiedError,
     PoolClosedError,
     PoolTimeoutError,
     SharedMemoryError,
@@ -37,6 +39,7 @@ __all__ = [
     "SharedMemoryError",
     "ClosedError",
     "PoolClosedError",
+    "PeerDiedError",
     "PoolTimeoutError",
     "SharedMemoryFallbackWarning",
 ]

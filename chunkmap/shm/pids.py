@@ -16,7 +16,18 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["alive", "start_time"]
+__all__ = ["alive", "namespace", "start_time"]
+
+
+def namespace() -> int:
+    """This process's PID namespace (the inode of ``/proc/self/ns/pid``; 0 if unknown).
+
+    PIDs of processes in other namespaces (containers sharing /dev/shm) mean nothing here.
+    """
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -22,11 +22,13 @@ How it works, and why shutdown cannot hang
       description of it; everyone else gets :class:`~chunkmap.shm.PoolClosedError` carrying it.
     - :meth:`close` does the same with reason ``"closed"`` and, in the creating process, unlinks
       the segments (processes that have them mapped keep using their memory safely).
+    - a party whose process ends (SIGKILL, a crash) without leaving the pool: a waiting party
+      notices within :data:`PEER_CHECK_INTERVAL` seconds, even with ``timeout=None``, and closes
+      the pool; everyone gets :class:`~chunkmap.errors.PeerDiedError` naming the dead PID
+      (:mod:`chunkmap.shm.parties` says who counts as a party and when it has left).
 
-What is not handled: a party killed while it holds a slot takes that slot with it (the pool
-has one slot fewer), and one killed inside the lock's few-microsecond critical section leaves
-the lock taken (the others then raise after :data:`LOCK_TIMEOUT`). Use timeouts where a
-counterpart may die, and :meth:`close` from the process that supervises them.
+What is not handled: one killed inside the lock's few-microsecond critical section leaves the
+lock taken (the others then raise after :data:`LOCK_TIMEOUT`).
 
 The pool pickles -- so it can be an argument of a ``multiprocessing.Process`` or a pool
 initializer, started with fork or spawn -- as its segments' names and its semaphores. The
@@ -45,18 +47,30 @@ they can only be pickled while a process is being started (not put on a queue la
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, OptionError, PoolClosedError, PoolTimeoutError, SharedMemoryError
+from ..errors import (
+    InputError,
+    OptionError,
+    PeerDiedError,
+    PoolClosedError,
+    SharedMemoryError,
+)
 from .array import SharedArray
+from .parties import PEER_CHECK_INTERVAL, Parties
 from .pool_state import (
+    CONSUMER,
     FILLED,
     FREE,
     LOCK_TIMEOUT,
+    MAX_PARTIES,
+    PRODUCER,
+    ROLE_NAMES,
     SLOT_FILLED,
     SLOT_FILLING,
     SLOT_FREE,
@@ -64,12 +78,12 @@ from .pool_state import (
     SLOT_USING,
     PoolState,
 )
-from .slot import Slot, abort_reason
+from .slot import Slot
 
-__all__ = ["SlotPool", "Slot", "LOCK_TIMEOUT"]
+__all__ = ["SlotPool", "Slot", "LOCK_TIMEOUT", "MAX_PARTIES", "PEER_CHECK_INTERVAL"]
 
 
-class SlotPool:
+class SlotPool(Parties):
     """``slots`` shared arrays of one shape and dtype, passed around as free/filled tokens.
 
     Parameters
@@ -121,6 +135,8 @@ class SlotPool:
         """The slots' numpy arrays, indexed like the slots."""
         self._closed_here = False
         self._final_reason = ""
+        self._final_dead: tuple[int, int] | None = None
+        self._joined: tuple[int, set[int]] = (os.getpid(), set())  # roles this process joined as
 
     def __getstate__(self) -> dict[str, Any]:
         if self._closed_here:
@@ -173,15 +189,10 @@ class SlotPool:
             yield
 
     def _raise_closed(self) -> None:
+        dead = self._final_dead if self._closed_here else self._state.dead
+        if dead is not None:
+            raise PeerDiedError(self.reason, dead[0], ROLE_NAMES[dead[1]])
         raise PoolClosedError(self.reason or "closed")
-
-    def _acquire(self, sem: Any, timeout: float | None, what: str) -> None:
-        if self._closed_here:
-            self._raise_closed()
-        if not sem.acquire(timeout=timeout):
-            if self.closed:
-                self._raise_closed()
-            raise PoolTimeoutError(f"no {what} slot within {timeout} s")
 
     def _expect(self, slot: Slot, state: int, action: str) -> None:
         if slot.pool._state.name != self._state.name or not 0 <= slot.index < self._n:
@@ -208,9 +219,12 @@ class SlotPool:
         ------
         PoolClosedError
             If the pool is closed or aborted, before or while waiting.
+        PeerDiedError
+            (a PoolClosedError) If a party's process ended without leaving the pool.
         PoolTimeoutError
             If no slot became free in time.
         """
+        self._join(PRODUCER)
         self._acquire(self._free_sem, timeout, "free")
         with self._locked():
             if self._state.closed or self._state.count(FREE) == 0:
@@ -244,41 +258,11 @@ class SlotPool:
         """
         with self._locked():
             last = self._state.finish_one()
+            self._state.leave(PRODUCER)
         if last:
             self._filled_sem.release()  # the end-of-data token
 
-    @contextmanager
-    def producing(self) -> Iterator[SlotPool]:
-        """Context manager for one producer: :meth:`finish` on success, :meth:`abort` on an exception.
-
-        A :class:`PoolClosedError` (someone else failed or closed the pool) ends the block quietly.
-        """
-        with self._party("producer"):
-            yield self
-        if not self.closed:
-            self.finish()
-
     # -- consumer side ---------------------------------------------------------------------------
-    @contextmanager
-    def consuming(self) -> Iterator[SlotPool]:
-        """Context manager for one consumer: :meth:`abort` on an exception.
-
-        A :class:`PoolClosedError` (someone else failed or closed the pool) ends the block quietly.
-        """
-        with self._party("consumer"):
-            yield self
-
-    @contextmanager
-    def _party(self, role: str) -> Iterator[None]:
-        """Abort the pool when ``role``'s block raises; end quietly if the pool was closed meanwhile."""
-        try:
-            yield
-        except PoolClosedError:
-            return
-        except BaseException as exc:
-            self.abort(abort_reason(role, exc))
-            raise
-
     def get_filled(self, timeout: float | None = None) -> Slot | None:
         """Take a filled slot to use (blocks until one is published or the data ends).
 
@@ -298,15 +282,20 @@ class SlotPool:
         ------
         PoolClosedError
             If the pool is closed or aborted.
+        PeerDiedError
+            (a PoolClosedError) If a party's process ended without leaving the pool.
         PoolTimeoutError
             If nothing arrived in time.
         """
+        self._join(CONSUMER)
         self._acquire(self._filled_sem, timeout, "filled")
         with self._locked():
             if self._state.closed or self._state.count(FILLED) == 0:
                 self._filled_sem.release()  # pass the end-of-data or closing token on
                 if self._state.closed:
                     self._raise_closed()
+                self._state.leave(CONSUMER)
+                self._joined[1].discard(CONSUMER)
                 return None
             index = self._state.pop(FILLED)
             self._state.set_slot_state(index, SLOT_USING)
@@ -377,6 +366,7 @@ class SlotPool:
         except SharedMemoryError:  # a dead lock holder: still release what we hold
             pass
         self._final_reason = self.reason
+        self._final_dead = self._state.dead
         self._closed_here = True
         for sa in self._slots:
             if sa.owner:

@@ -5,6 +5,11 @@ One int64 :class:`~chunkmap.shm.SharedArray` holds, for a pool of ``n`` slots:
 - a header: closed flag, producers finished and expected, head and count of each ring;
 - two rings of ``n`` slot indices, the *free* and the *filled* queue;
 - each slot's state (free, held by a producer, filled, held by a consumer);
+- the parties: up to :data:`MAX_PARTIES` processes that took part as producer or consumer,
+  each as PID, start time and PID namespace (see :mod:`chunkmap.shm.pids`), role and whether it
+  has left (a producer by finishing, a consumer at the end of the data or of ``consuming()``);
+  a party whose process ended without leaving is *dead*, and recorded as the pool's cause of
+  closing;
 - the closing reason, as UTF-8 (at most :data:`REASON_BYTES` - 1 bytes).
 
 It is read and changed only under one lock, held for a few index moves: a wait for it longer
@@ -23,6 +28,7 @@ semaphores) is the pool's business, not this module's.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,12 +36,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import SharedMemoryError
+from . import pids
 from .array import SharedArray
 
 __all__ = [
     "PoolState",
     "LOCK_TIMEOUT",
     "REASON_BYTES",
+    "MAX_PARTIES",
+    "PRODUCER",
+    "CONSUMER",
+    "ROLE_NAMES",
     "FREE",
     "FILLED",
     "SLOT_FREE",
@@ -51,6 +62,13 @@ LOCK_TIMEOUT = 30.0
 REASON_BYTES = 512
 """Bytes kept for the closing reason (its terminating zero included)."""
 
+MAX_PARTIES = 64
+"""Parties a pool watches for death; processes beyond these take part unwatched."""
+
+PRODUCER, CONSUMER = 1, 2
+"""The parties' roles."""
+ROLE_NAMES = {PRODUCER: "producer", CONSUMER: "consumer"}
+
 FREE, FILLED = 0, 1
 """The two rings."""
 
@@ -63,7 +81,11 @@ SLOT_STATE_NAMES = {
 }
 
 # the header's int64 fields
-_CLOSED, _FINISHED, _PRODUCERS, _FREE_HEAD, _FREE_COUNT, _FILLED_HEAD, _FILLED_COUNT, _HEADER = range(8)
+(_CLOSED, _FINISHED, _PRODUCERS, _FREE_HEAD, _FREE_COUNT, _FILLED_HEAD, _FILLED_COUNT, _DEAD_PID, _DEAD_ROLE,
+ _HEADER) = range(10)
+# a party's int64 fields (a row of zeros is unused)
+_PID, _STARTED, _NAMESPACE, _ROLE, _LEFT, _PARTY_FIELDS = range(6)
+_PARTIES = MAX_PARTIES * _PARTY_FIELDS
 _RING_FIELDS = ((_FREE_HEAD, _FREE_COUNT), (_FILLED_HEAD, _FILLED_COUNT))
 
 
@@ -78,16 +100,17 @@ class PoolState:
         self.segment = segment
         self.lock = lock
         st = segment.array
-        self.n = n = (len(st) - _HEADER - REASON_BYTES // 8) // 3
+        self.n = n = (len(st) - _HEADER - _PARTIES - REASON_BYTES // 8) // 3
         self._st = st
         self._rings = st[_HEADER : _HEADER + 2 * n].reshape(2, n)
         self._slot_states = st[_HEADER + 2 * n : _HEADER + 3 * n]
-        self._reason = st[_HEADER + 3 * n :].view(np.uint8)
+        self._parties = st[_HEADER + 3 * n : _HEADER + 3 * n + _PARTIES].reshape(MAX_PARTIES, _PARTY_FIELDS)
+        self._reason = st[_HEADER + 3 * n + _PARTIES :].view(np.uint8)
 
     @classmethod
     def create(cls, slots: int, *, producers: int, lock: Any) -> PoolState:
         """A new state for ``slots`` free slots and ``producers`` producers."""
-        segment = SharedArray.create(_HEADER + 3 * slots + REASON_BYTES // 8, np.int64)
+        segment = SharedArray.create(_HEADER + 3 * slots + _PARTIES + REASON_BYTES // 8, np.int64)
         st = segment.array
         st[_PRODUCERS] = producers
         st[_HEADER : _HEADER + slots] = np.arange(slots)  # the free ring holds every slot
@@ -147,6 +170,44 @@ class PoolState:
     def set_slot_state(self, index: int, state: int) -> None:
         self._slot_states[index] = state
 
+    # -- parties -------------------------------------------------------------------------------
+    def _row_of(self, pid: int, role: int) -> np.ndarray | None:
+        for row in self._parties:
+            if row[_PID] == pid and row[_ROLE] == role:
+                return row
+        return None
+
+    def join(self, role: int) -> None:
+        """Count this process as a party of ``role`` (again, if it had left); watched from now on."""
+        pid = os.getpid()
+        row = self._row_of(pid, role)
+        if row is None or row[_STARTED] != pids.start_time(pid):
+            row = self._row_of(0, 0) if row is None else row  # a free row, or a dead PID's reused one
+            if row is None:
+                return  # MAX_PARTIES are watched already
+            row[:] = (pid, pids.start_time(pid), pids.namespace(), role, 0)
+        row[_LEFT] = 0
+
+    def leave(self, role: int) -> None:
+        """This process is done as ``role`` (it no longer counts as dead when it ends)."""
+        row = self._row_of(os.getpid(), role)
+        if row is not None:
+            row[_LEFT] = 1
+
+    def dead_party(self) -> tuple[int, int] | None:
+        """(PID, role) of a party of this PID namespace whose process ended without leaving, or None."""
+        here = pids.namespace()
+        for pid, started, namespace, role, left in self._parties.tolist():
+            if pid and not left and namespace == here and not pids.alive(pid, started):
+                return pid, role
+        return None
+
+    @property
+    def dead(self) -> tuple[int, int] | None:
+        """(PID, role) of the dead party the pool was closed for, or None."""
+        pid = int(self._st[_DEAD_PID])
+        return (pid, int(self._st[_DEAD_ROLE])) if pid else None
+
     # -- producers and closing -----------------------------------------------------------------
     def finish_one(self) -> bool:
         """Count one producer as finished; return whether it was the last."""
@@ -168,9 +229,11 @@ class PoolState:
         """The reason given to :meth:`set_closed` ("" before)."""
         return bytes(self._reason).rstrip(b"\0").decode("utf-8", "replace")
 
-    def set_closed(self, reason: str) -> None:
+    def set_closed(self, reason: str, dead: tuple[int, int] | None = None) -> None:
         """Mark the pool closed for every process, keeping the first :data:`REASON_BYTES` - 1
-        bytes of ``reason``."""
+        bytes of ``reason`` and the (PID, role) of the ``dead`` party that caused it, if any."""
+        if dead is not None:
+            self._st[_DEAD_PID], self._st[_DEAD_ROLE] = dead
         data = reason.encode("utf-8", "replace")[: REASON_BYTES - 1]
         self._reason[:] = 0
         self._reason[: len(data)] = np.frombuffer(data, np.uint8)
@@ -181,4 +244,4 @@ class PoolState:
         if self.segment.owner:
             self.segment.unlink()
         self.segment.close()
-        self._st = self._rings = self._slot_states = self._reason = None  # type: ignore[assignment]
+        self._st = self._rings = self._slot_states = self._parties = self._reason = None  # type: ignore[assignment]

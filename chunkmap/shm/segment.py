@@ -90,14 +90,7 @@ MAX_MAPPINGS = 64
 """How many attached segments a process keeps mapped for reuse (least recently attached go)."""
 
 
-def _pid_namespace() -> str:
-    try:
-        return "%x" % os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return "0"
-
-
-_NS = _pid_namespace()
+_NS = "%x" % pids.namespace()
 _MAPPINGS: OrderedDict[str, mmap.mmap] = OrderedDict()  # name -> this process's mapping, LRU order
 _OWNED: weakref.WeakValueDictionary[str, Segment] = weakref.WeakValueDictionary()
 _WARNED: set[str] = set()  # fallback directories already announced

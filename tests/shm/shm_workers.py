@@ -106,3 +106,20 @@ def forget_and_count(name: str) -> tuple[int, int]:
     from chunkmap.shm import segment
 
     return segment.forget_mappings(), maps_of(name)
+
+
+def wait_as(role: str, pool: SlotPool, out) -> None:
+    """Block as ``role`` inside its context manager with no timeout: a producer after taking every
+    free slot, a consumer for a filled one; report (error, its pid and role, seconds) in ``out``."""
+    t = time.monotonic()
+    try:
+        if role == "producer":
+            with pool.producing():
+                while True:
+                    pool.get_free(timeout=None)
+        else:
+            with pool.consuming():
+                pool.get_filled(timeout=None)
+        out.put(("returned", 0, "", time.monotonic() - t))
+    except Exception as exc:
+        out.put((type(exc).__name__, getattr(exc, "pid", 0), getattr(exc, "role", ""), time.monotonic() - t))
