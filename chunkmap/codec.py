@@ -213,12 +213,13 @@ def encode(a: Any, *, checksum: bool = False) -> bytes:
     return b"".join((header, data))
 
 
-def encode_parts(a: Any) -> tuple[bytes, np.ndarray]:
+def encode_parts(a: Any, *, checksum: bool = False) -> tuple[Any, ...]:
     """Return ``(header, data)`` such that ``header + bytes(data)`` equals ``encode(a)``.
 
     For senders that can write several buffers without joining them (``socket.sendmsg``):
     ``data`` is a C-contiguous array sharing ``a``'s memory whenever ``a`` is C- or
-    Fortran-contiguous.
+    Fortran-contiguous. With ``checksum=True`` it returns ``(header, data, trailer)``, whose
+    concatenation equals ``encode(a, checksum=True)`` (the data is still not copied).
 
     Examples
     --------
@@ -241,9 +242,13 @@ def encode_parts(a: Any) -> tuple[bytes, np.ndarray]:
             a = data = np.ascontiguousarray(a)
     else:
         data = a
+    if checksum:
+        flags |= _CHECKSUM
     header = _enc_cache.get((a.dtype, a.shape, flags))
     if header is None:
         header = _build_header(a.dtype, a.shape, flags)
+    if checksum:
+        return header, data, _CRC.pack(zlib.crc32(data))
     return header, data
 
 

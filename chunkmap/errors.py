@@ -29,7 +29,9 @@ class also derives from the builtin exception a caller would naturally catch, so
     │   └── CodecError                         a truncated, corrupted or foreign array payload
     ├── StoreError                             an array store (Redis) failed
     │   ├── StoreConnectionError(ConnectionError)   the store's server cannot be reached
-    │   └── MissingKeyError(KeyError)          no array under that key
+    │   │   └── StoreTimeoutError(TimeoutError)      it did not answer within the timeout
+    │   ├── MissingKeyError(KeyError)          no array under that key
+    │   └── UnboundedDeleteError(ValueError)   delete_prefix("") on a store without a namespace
     ├── CheckpointError(OSError)               a checkpoint cannot be read, written or trusted
     │   ├── CheckpointBusyError                another live run holds this run's checkpoint
     │   ├── CheckpointUnreachableError(ConnectionError)   the checkpoint's server cannot be reached
@@ -80,7 +82,9 @@ __all__ = [
     "CodecError",
     "StoreError",
     "StoreConnectionError",
+    "StoreTimeoutError",
     "MissingKeyError",
+    "UnboundedDeleteError",
     "CheckpointError",
     "CheckpointBusyError",
     "CheckpointUnreachableError",
@@ -287,11 +291,27 @@ class StoreConnectionError(StoreError, ConnectionError):
     """The store's server cannot be reached or dropped the connection."""
 
 
+class StoreTimeoutError(StoreConnectionError, TimeoutError):
+    """The store's server did not answer a read or write (or a connection) within the timeout.
+
+    Raised at once, without a retry: a server that is stopped or overloaded would only make a
+    retry wait the timeout again.
+    """
+
+
 class MissingKeyError(StoreError, KeyError):
     """No array is stored under the requested key."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class UnboundedDeleteError(StoreError, ValueError):
+    """A delete by prefix that would remove every key of the database was refused.
+
+    Raised by ``RedisArrayStore.delete_prefix("")`` on a store without a namespace; a
+    ``ValueError`` as it was before it had a class of its own.
+    """
 
 
 class CheckpointError(ChunkmapError, OSError):

@@ -10,6 +10,12 @@ is taken from redis-py, and why, is in :mod:`chunkmap.redis._adapter`).
 
 Each thread of each process keeps its own link, so a client is safe to share between threads
 and is rebuilt after ``fork``/``spawn``; it pickles as its constructor arguments.
+
+Timeouts: unless told otherwise a client waits at most :data:`DEFAULT_TIMEOUT` seconds for a
+connection and for each read or write (redis-py's own defaults changed between versions, from
+"forever" to 5 s). A timeout is raised at once as :class:`~chunkmap.errors.StoreTimeoutError`:
+it is not retried, since a fresh connection to a server that does not answer only waits the
+timeout a second time. A dropped connection is retried once on a fresh one.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..errors import StoreConnectionError, StoreError
+from ..errors import StoreConnectionError, StoreError, StoreTimeoutError
 from ._link import MAX_SPIN, Link, check_spin, current_generation
 from ._adapter import (
     AuthenticationError,
@@ -31,9 +37,14 @@ from ._adapter import (
 )
 from ._resp import Packer, command_name
 
-__all__ = ["Client", "redact", "escape_glob", "MAX_SPIN"]
+__all__ = ["Client", "DEFAULT_TIMEOUT", "redact", "escape_glob", "MAX_SPIN"]
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a client waits to connect, and for each read or write, unless ``socket_timeout`` /
+``socket_connect_timeout`` say otherwise (``None`` there waits forever)."""
 
 _IO_ERRORS = (RedisConnectionError, RedisTimeoutError, InvalidResponse, OSError)
+_TIMEOUTS = (RedisTimeoutError, TimeoutError)  # TimeoutError: Python's timeout (TLS sockets)
 
 
 def redact(url: str) -> str:
@@ -69,15 +80,19 @@ class Client:
         many seconds before sleeping in a blocking read; at most 0.01. See
         :class:`~chunkmap.redis.RedisArrayStore`.
     **connection_kwargs
-        Passed to :meth:`redis.ConnectionPool.from_url` (``socket_timeout``, ``ssl_ca_certs``...).
+        Passed to :meth:`redis.ConnectionPool.from_url` (``ssl_ca_certs``...);
+        ``socket_timeout`` and ``socket_connect_timeout`` default to :data:`DEFAULT_TIMEOUT`.
     """
 
     def __init__(self, url: str, *, spin: float = 0.0, **connection_kwargs: Any) -> None:
         self.url = url
         self.spin = check_spin(spin)
         self.connection_kwargs = connection_kwargs
+        options = {"socket_timeout": DEFAULT_TIMEOUT, "socket_connect_timeout": DEFAULT_TIMEOUT, **connection_kwargs}
+        self.timeout: float | None = options["socket_timeout"]
+        self.connect_timeout: float | None = options["socket_connect_timeout"]
         try:
-            self._pool = connection_pool(url, **connection_kwargs)
+            self._pool = connection_pool(url, **options)
         except (ValueError, TypeError) as exc:
             raise StoreError(
                 f"cannot use the Redis URL {redact(url)!r}: {exc}; expected "
@@ -119,7 +134,7 @@ class Client:
                 return link.round_trip(buffers, n, timeout)
             except _IO_ERRORS as exc:
                 self._drop()
-                if attempt or not retry or isinstance(exc, AuthenticationError):
+                if attempt or not retry or isinstance(exc, (AuthenticationError, *_TIMEOUTS)):
                     raise self.connection_error(exc) from exc
             except BaseException:
                 self._drop()  # e.g. KeyboardInterrupt mid-read: the stream is out of step
@@ -132,10 +147,10 @@ class Client:
         """Send ``commands`` in one round trip and return their replies, in order.
 
         A reply that is a Redis error is returned as a ``redis.ResponseError`` instance (the
-        caller decides); a connection failure raises :class:`StoreConnectionError` after one
+        caller decides); a dropped connection raises :class:`StoreConnectionError` after one
         retry on a fresh connection when ``retry`` (every command chunkmap sends with
-        ``retry=True`` is idempotent). ``timeout`` overrides the socket timeout while reading
-        (for blocking commands).
+        ``retry=True`` is idempotent), a timeout raises :class:`StoreTimeoutError` at once.
+        ``timeout`` overrides the socket timeout while reading (for blocking commands).
         """
         p = Packer()
         for c in commands:
@@ -158,6 +173,13 @@ class Client:
         return reply
 
     def connection_error(self, exc: BaseException) -> StoreConnectionError:
+        if isinstance(exc, _TIMEOUTS):
+            return StoreTimeoutError(
+                f"cannot talk to Redis at {redact(self.url)}: no answer in time ({str(exc).rstrip('.')}; "
+                f"socket_timeout={self.timeout} s, socket_connect_timeout={self.connect_timeout} s); "
+                f"is redis-server stopped or overloaded (try `redis-cli -u {redact(self.url)} ping`)? "
+                f"A larger socket_timeout= waits longer"
+            )
         return StoreConnectionError(
             f"cannot talk to Redis at {redact(self.url)}: {str(exc).rstrip('.')}; is redis-server running and "
             f"reachable there (try `redis-cli -u {redact(self.url)} ping`)?"

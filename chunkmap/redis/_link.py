@@ -232,4 +232,4 @@ class Link:
             raise RedisTimeoutError(self._timeout_message("reading from")) from None
 
     def _timeout_message(self, doing: str) -> str:
-        return f"timeout {doing} the socket (socket_timeout={self.timeout} s)"
+        return f"timeout {doing} the socket"

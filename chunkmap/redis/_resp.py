@@ -52,8 +52,8 @@ def command_name(args: Sequence[Any]) -> str:
 def pack_parts(args: Sequence[Any]) -> tuple[list[Any], int]:
     """Return one command as RESP in a few buffers and its length in bytes.
 
-    A ``(header, data)`` argument (from :func:`chunkmap.codec.encode_parts`) is one bulk string
-    whose ``data`` array is left in place.
+    A ``(header, data)`` or ``(header, data, trailer)`` argument (from
+    :func:`chunkmap.codec.encode_parts`) is one bulk string whose ``data`` array is left in place.
 
     Examples
     --------
@@ -64,15 +64,16 @@ def pack_parts(args: Sequence[Any]) -> tuple[list[Any], int]:
     out: list[Any] = []
     total = 0
     for a in args:
-        if type(a) is tuple:  # (header, data) from chunkmap.codec.encode_parts
-            header, data = a
+        if type(a) is tuple:  # (header, data[, trailer]) from chunkmap.codec.encode_parts
+            header, data, *trailer = a
             n = data.nbytes
-            pieces.append(b"$%d\r\n%b" % (len(header) + n, header))
+            tail = trailer[0] if trailer else b""
+            pieces.append(b"$%d\r\n%b" % (len(header) + n + len(tail), header))
             small = b"".join(pieces)
             out.append(small)
             out.append(data)
             total += len(small) + n
-            pieces = [_CRLF]
+            pieces = [tail, _CRLF] if tail else [_CRLF]
         else:
             b = a if type(a) is bytes else encode_arg(a)
             pieces.append(b"$%d\r\n%b\r\n" % (len(b), b))

@@ -42,16 +42,27 @@ class ReplayBuffer:
         Trim to exactly ``maxlen`` (``MAXLEN =``), at a cost on every append.
     namespace : str, default "chunkmap:replay:"
         Prefix of the stream's key.
-    checksum : bool, default False
-        Store a crc32 of each array so corruption is detected on read.
+    checksum : bool, default True
+        Store a crc32 of each field's data and check it on read, so that a corrupted data byte
+        raises :class:`~chunkmap.errors.CodecError` instead of coming back as a wrong value
+        (what is verified with and without it: see :class:`RedisArrayStore`).
     **connection_kwargs
-        Passed on to :meth:`redis.ConnectionPool.from_url`.
+        Passed on to :meth:`redis.ConnectionPool.from_url` (``socket_timeout``, default
+        :data:`~chunkmap.redis.DEFAULT_TIMEOUT`...).
+
+    Attributes
+    ----------
+    key : str
+        The Redis key of the run's stream, ``namespace + run`` (``"chunkmap:replay:exp1"``),
+        for ``redis-cli`` (``XLEN``, ``XINFO STREAM``) or other clients.
 
     Examples
     --------
     >>> buf = ReplayBuffer("redis://127.0.0.1:6390/0", run="exp1", maxlen=1000)
     >>> buf
     ReplayBuffer('redis://127.0.0.1:6390/0', run='exp1', maxlen=1000)
+    >>> buf.key
+    'chunkmap:replay:exp1'
     >>> import numpy as np
     >>> buf.append(state=np.zeros((80, 80), np.uint16), action=3, reward=0.5)  # doctest: +SKIP
     '1718000000000-0'
@@ -67,7 +78,7 @@ class ReplayBuffer:
         maxlen: int = 100_000,
         exact: bool = False,
         namespace: str = "chunkmap:replay:",
-        checksum: bool = False,
+        checksum: bool = True,
         **connection_kwargs: Any,
     ) -> None:
         if int(maxlen) < 1:
@@ -79,7 +90,8 @@ class ReplayBuffer:
         self.namespace = namespace
         self.checksum = checksum
         self.connection_kwargs = connection_kwargs
-        self.key = (namespace + run).encode()
+        self.key = namespace + run
+        self._key = self.key.encode()
         self._client = Client(url, **connection_kwargs)
         self._trim = ("MAXLEN", "=" if exact else "~", self.maxlen)
 
@@ -114,11 +126,11 @@ class ReplayBuffer:
             if not isinstance(name, str):
                 raise TypeError(f"step field names are str, received {name!r}")
             out.append(name)
-            out.append(codec.encode(value, checksum=True) if self.checksum else codec.encode_parts(value))
+            out.append(codec.encode_parts(value, checksum=self.checksum))
         return out
 
     def _xadd(self, step: Any, fields: Mapping[str, Any]) -> tuple[Any, ...]:
-        return ("XADD", self.key, *self._trim, "*", *self._fields(step, fields))
+        return ("XADD", self._key, *self._trim, "*", *self._fields(step, fields))
 
     def append(self, step: Any = None, /, **fields: Any) -> str:
         """Append one step and return its stream id.
@@ -149,11 +161,11 @@ class ReplayBuffer:
     # -- reading -------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return int(self._client.call("XLEN", self.key))
+        return int(self._client.call("XLEN", self._key))
 
     def last_id(self) -> str:
         """The id of the newest step, or ``"0-0"`` when the stream is empty."""
-        entries = self._client.call("XREVRANGE", self.key, "+", "-", "COUNT", 1)
+        entries = self._client.call("XREVRANGE", self._key, "+", "-", "COUNT", 1)
         return _id(entries[0][0]) if entries else "0-0"
 
     def _decode(self, entries: list[Any]) -> list[tuple[str, Step]]:
@@ -186,7 +198,7 @@ class ReplayBuffer:
             args += ["COUNT", int(count)]
         if block is not None:
             args += ["BLOCK", max(1, int(block * 1000))]
-        args += ["STREAMS", self.key, after]
+        args += ["STREAMS", self._key, after]
         if block is None:
             reply = self._client.call(*args)
         else:
@@ -200,7 +212,7 @@ class ReplayBuffer:
 
     def range(self, start: str = "-", end: str = "+", *, count: int | None = None) -> list[tuple[str, Step]]:
         """Return the steps with ids in ``[start, end]``, oldest first (``XRANGE``)."""
-        args: list[Any] = ["XRANGE", self.key, start, end]
+        args: list[Any] = ["XRANGE", self._key, start, end]
         if count is not None:
             args += ["COUNT", int(count)]
         return self._decode(self._client.call(*args))
@@ -212,9 +224,11 @@ class ReplayBuffer:
         -------
         dict of str to numpy.ndarray
             One array per field, stacked along a new first axis, oldest step first; and
-            ``"_id"``, the steps' stream ids.
+            ``"_id"``, the steps' stream ids as Redis writes them (``"1718000000000-0"``), a
+            one-dimensional array of ``str`` (dtype object), so that it is indexed like the
+            fields and its elements are plain ``str`` to pass to :meth:`read` or :meth:`range`.
         """
-        entries = self._client.call("XREVRANGE", self.key, "+", "-", "COUNT", int(n))
+        entries = self._client.call("XREVRANGE", self._key, "+", "-", "COUNT", int(n))
         return stack(self._decode(entries[::-1]), run=self.run)
 
     def reader(self, start: str = "$") -> Reader:
@@ -228,7 +242,7 @@ class ReplayBuffer:
 
     def delete(self) -> bool:
         """Delete the whole run (its stream) in one call; return whether it existed."""
-        return bool(self._client.call("UNLINK", self.key))
+        return bool(self._client.call("UNLINK", self._key))
 
     def runs(self) -> list[str]:
         """The names of the runs stored under this buffer's namespace (SCAN)."""
@@ -266,8 +280,8 @@ def stack(steps: list[tuple[str, Step]], *, run: str = "") -> dict[str, np.ndarr
     --------
     >>> import numpy as np
     >>> d = stack([("1-0", {"r": np.array(1.0)}), ("2-0", {"r": np.array(2.0)})])
-    >>> d["r"], d["_id"].tolist()
-    (array([1., 2.]), ['1-0', '2-0'])
+    >>> d["r"], d["_id"]
+    (array([1., 2.]), array(['1-0', '2-0'], dtype=object))
     """
     if not steps:
         return {}
@@ -282,7 +296,9 @@ def stack(steps: list[tuple[str, Step]], *, run: str = "") -> dict[str, np.ndarr
                 f"cannot stack field {name!r} of run {run!r} into a dataset: its steps hold "
                 f"{shapes} (expected one shape and dtype in every step): {exc}"
             ) from None
-    out["_id"] = np.array([i for i, _ in steps])
+    ids = np.empty(len(steps), dtype=object)
+    ids[:] = [i for i, _ in steps]
+    out["_id"] = ids
     return out
 
 

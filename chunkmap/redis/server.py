@@ -121,6 +121,11 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGSTOP)
 
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """Kill the server at once (SIGKILL), as a crash would."""
         if self.proc is not None and self.proc.poll() is None:

@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+import redis
 
 from chunkmap.errors import CodecError, StoreError
 from chunkmap.redis import ReplayBuffer
@@ -36,6 +37,44 @@ def test_append_and_latest(buf):
     assert d["_id"].tolist() == ids[-4:]
     assert buf.latest(100)["state"].shape[0] == 10
     assert buf.extend([]) == []
+
+
+def test_ids_are_the_redis_strings(buf):
+    ids = [buf.append(step(i)) for i in range(3)]
+    d = buf.latest(3)
+    assert d["_id"].dtype == object and d["_id"].shape == (3,)
+    assert all(type(i) is str for i in d["_id"]) and list(d["_id"]) == ids
+    assert list(d["_id"][d["reward"] > 0.6]) == ids[2:]  # indexed like the fields
+    assert [i for i, _ in buf.read(d["_id"][0])] == ids[1:]  # an element passes back as an id
+    assert list(buf.reader("0-0").poll()["_id"]) == ids
+
+
+def test_stream_key_is_public(buf, redis_url, namespace):
+    assert buf.key == namespace + "r"
+    buf.append(step(0))
+    buf.append(step(1))
+    with redis.Redis.from_url(redis_url) as r:
+        assert r.xlen(buf.key) == len(buf) == 2
+    again = pickle.loads(pickle.dumps(buf))
+    assert again.key == buf.key
+
+
+def test_data_is_verified_by_default(buf, redis_url):
+    buf.append(state=np.arange(1000.0))
+    buf_off = ReplayBuffer(redis_url, run="off", namespace=buf.namespace, checksum=False)
+    with redis.Redis.from_url(redis_url) as r:
+        [(_, fields)] = r.xrange(buf.key)
+        raw = bytearray(fields[b"state"])
+        raw[-100] ^= 0xFF  # a flipped data byte, appended as the newest step
+        r.xadd(buf.key, {"state": bytes(raw)})
+        with pytest.raises(CodecError, match="field 'state'.*data's crc32"):
+            buf.latest(1)
+        try:
+            buf_off.append(state=np.arange(1000.0))
+            [(_, fields)] = r.xrange(buf_off.key)
+            assert len(fields[b"state"]) == len(raw) - 4  # no crc32 trailer when asked for none
+        finally:
+            buf_off.delete()
 
 
 def test_keyword_and_bare_array_steps(buf):

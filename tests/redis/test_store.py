@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from chunkmap.errors import CodecError, StoreConnectionError, StoreError
+from chunkmap.errors import CodecError, StoreConnectionError, StoreError, UnboundedDeleteError
 from chunkmap.redis import RedisArrayStore
 from chunkmap.testing import ArrayStoreTests, free_port
 
@@ -39,8 +39,9 @@ class TestRedisArrayStore(ArrayStoreTests):
         assert store.exists("run1/x")
 
     def test_delete_everything_needs_a_namespace(self, redis_url):
-        with pytest.raises(ValueError, match="every key"):
+        with pytest.raises(UnboundedDeleteError, match="every key in the database at redis://") as e:
             RedisArrayStore(redis_url).delete_prefix("")
+        assert isinstance(e.value, ValueError) and isinstance(e.value, StoreError)  # caught as before
 
     def test_namespaces_are_separate(self, store, redis_url, namespace):
         other = RedisArrayStore(redis_url, namespace=namespace + "other:")
@@ -79,6 +80,37 @@ class TestRedisArrayStore(ArrayStoreTests):
         with pytest.raises(CodecError, match="data's crc32"):
             s.get("c")
         s.delete_prefix()
+
+    @pytest.mark.parametrize("how", ["put", "put_many", "put_many ttl"])
+    def test_data_is_verified_by_default(self, store, namespace, how):
+        a = np.arange(6400, dtype=np.uint16).reshape(80, 80)
+        if how == "put":
+            store.put("v", a)
+        else:
+            store.put_many({"v": a, "w": a}, ttl=60 if "ttl" in how else None)
+        raw = bytearray(store._client.call("GET", namespace + "v"))
+        raw[-100] ^= 0xFF  # the flipped data byte
+        store._client.call("SET", namespace + "v", bytes(raw))
+        with pytest.raises(CodecError, match="data's crc32"):
+            store.get("v")
+        with pytest.raises(CodecError, match="under key 'v'.*data's crc32"):
+            store.get_many(["v"])
+
+    def test_without_checksum_only_the_data_goes_unverified(self, redis_url, namespace):
+        s = RedisArrayStore(redis_url, namespace=namespace, checksum=False)
+        a = np.arange(100.0)
+        s.put("c", a)
+        assert len(s._client.call("GET", namespace + "c")) == 32 + a.nbytes  # no trailer
+        s._client.call("SETRANGE", namespace + "c", 100, b"\xff")
+        assert not np.array_equal(s.get("c"), a)  # as documented: a wrong value, no error
+        s._client.call("SETRANGE", namespace + "c", 10, b"\x51")  # the header stays verified
+        with pytest.raises(CodecError, match="header's crc32"):
+            s.get("c")
+        checked = RedisArrayStore(redis_url, namespace=namespace)
+        checked.put("d", a)
+        np.testing.assert_array_equal(s.get("d"), a)  # either store reads either kind of value
+        s.put("e", a)
+        np.testing.assert_array_equal(checked.get("e"), a)
 
     def test_wrong_type_is_store_error(self, store, namespace):
         store._client.call("LPUSH", namespace + "list", b"x")
