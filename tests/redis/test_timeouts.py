@@ -70,7 +70,7 @@ def test_a_stopped_server_times_out_once(own_server, connected, call):
     admin.close()
 
 
-def test_a_blocking_read_waits_its_own_time_once(own_server):
+def test_a_replay_buffer_times_out_once(own_server):
     server = own_server()
     admin = redis.Redis.from_url(server.url)
     buf = ReplayBuffer(server.url, run="t", socket_timeout=0.5)
