@@ -104,3 +104,23 @@ def test_sweep_removes_segments_of_dead_processes_only(fresh):
     assert len(os.listdir(fresh)) == 2
     for f in fresh.iterdir():
         f.unlink()
+
+
+def test_sweep_leaves_a_dead_creators_segment_to_its_live_tracker(fresh):
+    dead, alive = _dead_pid(), os.getppid()
+    head = f"{segment.PREFIX}_{segment._NS}"
+    (fresh / f"{head}_{dead}_{alive}_abc").write_bytes(b"x")  # the tracker will unlink it, and say so
+    (fresh / f"{head}_{dead}_{dead}_abc").write_bytes(b"x")  # nobody left: swept
+    assert segment._sweep(str(fresh)) == [f"{head}_{dead}_{dead}_abc"]
+    assert os.listdir(fresh) == [f"{head}_{dead}_{alive}_abc"]
+    for f in fresh.iterdir():
+        f.unlink()
+
+
+def test_posix_segment_names_its_creator_and_tracker():
+    from multiprocessing import resource_tracker
+
+    with SharedArray.create(1) as sa:
+        if not os.path.isabs(sa.name):
+            creator, tracker = segment._pids_in_name(sa.name[len(f"{segment.PREFIX}_{segment._NS}_"):])
+            assert (creator, tracker) == (os.getpid(), resource_tracker._resource_tracker._pid)
