@@ -86,8 +86,10 @@ def test_public_api_and_docstrings():
     assert slowlib.HANG_VALUE == -777.0
     assert issubclass(slowlib.InternalError, Exception)
     assert slowlib.InternalError.__module__ == "chunkmap.stub.slowlib"
-    for func in [*FUNCTIONS, slowlib.set_cost_ns, slowlib.get_cost_ns]:
+    probes = [slowlib.max_concurrent_calls, slowlib.reset_max_concurrent_calls]
+    for func in [*FUNCTIONS, slowlib.set_cost_ns, slowlib.get_cost_ns, *probes]:
         assert func.__doc__.strip()
+    assert [str(inspect.signature(func)) for func in probes] == ["()", "()"]
     assert str(inspect.signature(slowlib.slow_computation)) == "(a, b)"
     assert str(inspect.signature(slowlib.set_cost_ns)) == "(ns)"
 
@@ -214,51 +216,52 @@ def test_bad_cost_in_environment_fails_import(value):
 # -- GIL ------------------------------------------------------------------------------
 
 
-def speedup(func, calls=10, target=None, budget=2.0):
-    """Best time of 2*calls serial calls / best time of 2 threads doing calls each.
+def most_calls_at_once(func, calls=None, budget=60.0):
+    """Two threads call ``func`` and the stub counts how many were inside the C call at once.
 
-    Repeats for up to `budget` seconds (at least 3 times) and stops early once the
-    ratio reaches `target`, so that a briefly busy machine does not fail the test.
+    With ``calls``, each thread makes that many calls; without, they call until two were
+    inside together or ``budget`` seconds passed. A state, not a ratio of wall times: a loaded
+    machine delays the answer, it does not change it.
     """
+    deadline = time.monotonic() + budget
+    slowlib.reset_max_concurrent_calls()
 
-    def work(barrier=None):
-        if barrier is not None:
-            barrier.wait()
-        for _ in range(calls):
-            func(0.5, 0.25)
-
-    serial, threaded = math.inf, math.inf
-    deadline = time.perf_counter() + budget
-    repeats = 0
-    while repeats < 3 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        work()
-        work()
-        serial = min(serial, time.perf_counter() - start)
-
-        barrier = threading.Barrier(3)
-        threads = [threading.Thread(target=work, args=(barrier,)) for _ in range(2)]
-        for t in threads:
-            t.start()
+    def work(barrier):
         barrier.wait()
-        start = time.perf_counter()
-        for t in threads:
-            t.join()
-        threaded = min(threaded, time.perf_counter() - start)
-        repeats += 1
-        if repeats >= 3 and target is not None and serial / threaded >= target:
-            break
-    return serial / threaded
+        for _ in range(calls or 10**9):
+            func(0.5, 0.25)
+            if calls is None and (slowlib.max_concurrent_calls() >= 2 or time.monotonic() > deadline):
+                return
+
+    barrier = threading.Barrier(2)
+    threads = [threading.Thread(target=work, args=(barrier,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(budget + 30)
+    return slowlib.max_concurrent_calls()
 
 
 def test_nogil_variant_runs_threads_in_parallel(cost):
-    cost(2_000_000)
-    assert speedup(slowlib.slow_computation_nogil, target=1.6) >= 1.6
+    cost(20_000_000)  # each call busy-waits 20 ms of wall time without the GIL
+    assert most_calls_at_once(slowlib.slow_computation_nogil) == 2
 
 
 def test_gil_variant_serialises_threads(cost):
-    cost(2_000_000)
-    assert speedup(slowlib.slow_computation, budget=0.5) <= 1.25
+    cost(20_000_000)
+    assert most_calls_at_once(slowlib.slow_computation, calls=10) == 1
+
+
+def test_the_concurrency_probe_counts_costly_calls_only(cost):
+    cost(0)
+    slowlib.reset_max_concurrent_calls()
+    slowlib.slow_computation(0.5, 0.25)
+    assert slowlib.max_concurrent_calls() == 0  # the cheap path is not counted
+    cost(1_000)
+    slowlib.slow_computation_nogil(0.5, 0.25)
+    assert slowlib.max_concurrent_calls() == 1
+    slowlib.reset_max_concurrent_calls()
+    assert slowlib.max_concurrent_calls() == 0
 
 
 # -- fault triggers ------------------------------------------------------------------

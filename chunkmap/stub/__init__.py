@@ -17,6 +17,11 @@ slowlib.set_cost_ns(ns), slowlib.get_cost_ns() -> int
     negative). The initial value is read from the environment variable
     ``SLOWLIB_COST_NS`` when the module is loaded (default 0), so worker
     processes started later inherit it.
+slowlib.max_concurrent_calls() -> int, slowlib.reset_max_concurrent_calls()
+    The most calls with a cost > 0 that were inside the C function at once
+    since the reset: 2 for two threads on ``slow_computation_nogil``, 1 on
+    ``slow_computation``, whatever the load (how the tests prove GIL release
+    without timing; calls without a cost are not counted).
 slowlib.Model(scale)
     A SWIG object (a C struct behind a handle) that, like most SWIG objects,
     cannot be pickled; ``Model(scale).predict(a, b)`` is

@@ -12,6 +12,10 @@
 /* Accessed with atomic builtins: read by many threads, set from Python. */
 static long long slowlib_cost_ns = 0;
 
+/* The concurrency probe: costly calls busy-waiting now, and the most at once. */
+static int slowlib_in_flight = 0;
+static int slowlib_max_in_flight = 0;
+
 /* 2**62: keeps floor(1000*a) + floor(1000*b) inside a signed 64-bit range. */
 #define SLOWLIB_LIMIT 4611686018427387904.0
 
@@ -26,6 +30,17 @@ static void slowlib_busy_wait(long long ns)
         elapsed = (long long)(now.tv_sec - start.tv_sec) * 1000000000LL +
                   (long long)(now.tv_nsec - start.tv_nsec);
     } while (elapsed < ns);
+}
+
+/* Count one more call in flight and raise the maximum if it is passed. */
+static void slowlib_enter(void)
+{
+    int now = __atomic_add_fetch(&slowlib_in_flight, 1, __ATOMIC_SEQ_CST);
+    int most = __atomic_load_n(&slowlib_max_in_flight, __ATOMIC_SEQ_CST);
+    while (now > most &&
+           !__atomic_compare_exchange_n(&slowlib_max_in_flight, &most, now, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    }
 }
 
 static void slowlib_crash(void)
@@ -59,7 +74,9 @@ int slowlib_compute(double a, double b, long long *out)
     }
     cost = __atomic_load_n(&slowlib_cost_ns, __ATOMIC_RELAXED);
     if (cost > 0) {
+        slowlib_enter();
         slowlib_busy_wait(cost);
+        __atomic_sub_fetch(&slowlib_in_flight, 1, __ATOMIC_SEQ_CST);
     }
     fa = 1000.0 * a;
     fb = 1000.0 * b;
@@ -105,6 +122,17 @@ int slowlib_set_cost_ns(long long ns)
 long long slowlib_get_cost_ns(void)
 {
     return __atomic_load_n(&slowlib_cost_ns, __ATOMIC_RELAXED);
+}
+
+int slowlib_get_max_concurrent(void)
+{
+    return __atomic_load_n(&slowlib_max_in_flight, __ATOMIC_SEQ_CST);
+}
+
+void slowlib_reset_max_concurrent(void)
+{
+    __atomic_store_n(&slowlib_max_in_flight,
+                     __atomic_load_n(&slowlib_in_flight, __ATOMIC_SEQ_CST), __ATOMIC_SEQ_CST);
 }
 
 int slowlib_init_from_env(void)

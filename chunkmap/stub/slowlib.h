@@ -27,7 +27,15 @@
  * the environment variable SLOWLIB_COST_NS by slowlib_init_from_env()
  * (default 0), which the Python module calls when it is loaded.
  *
- * All functions are thread-safe (the cost is stored atomically).
+ * Concurrency probe
+ * -----------------
+ * Calls with a cost > 0 count themselves while they busy-wait;
+ * slowlib_get_max_concurrent() is the most that were inside at once since
+ * slowlib_reset_max_concurrent(). Two threads calling the GIL-releasing
+ * wrapper reach 2, whatever the load; the GIL-holding one stays at 1. Calls
+ * without a cost are not counted (no atomic traffic on the cheap path).
+ *
+ * All functions are thread-safe (the cost and the counters are atomic).
  */
 #ifndef SLOWLIB_H
 #define SLOWLIB_H
@@ -61,6 +69,10 @@ long long slowlib_get_cost_ns(void);
    integer >= 0; unset or empty means 0). Returns SLOWLIB_EINVAL, leaving the
    cost unchanged, if the value is malformed or negative. */
 int slowlib_init_from_env(void);
+
+/* The concurrency probe (see above). */
+int slowlib_get_max_concurrent(void);
+void slowlib_reset_max_concurrent(void);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,8 @@
  *   slow_computation(a, b) -> int        GIL held during the C call
  *   slow_computation_nogil(a, b) -> int  GIL released during the C call
  *   set_cost_ns(ns), get_cost_ns()       per-call busy-wait (ValueError if ns < 0)
+ *   max_concurrent_calls(), reset_max_concurrent_calls()
+ *                                        most costly calls inside at once (a probe)
  *   InternalError                        raised for any slowlib error code
  *   CRASH_VALUE = -666.0, HANG_VALUE = -777.0   fault triggers (argument a)
  *
@@ -33,6 +35,8 @@ See the chunkmap.stub package docstring for the API and the formula."
 #define slow_computation_nogil slowlib_compute
 #define set_cost_ns slowlib_set_cost_ns
 #define get_cost_ns slowlib_get_cost_ns
+#define max_concurrent_calls slowlib_get_max_concurrent
+#define reset_max_concurrent_calls slowlib_reset_max_concurrent
 
 static PyObject *slowlib_InternalError = NULL;
 
@@ -149,6 +153,24 @@ int set_cost_ns(long long ns);
 Return the per-call busy-wait in nanoseconds (int).
 ";
 long long get_cost_ns(void);
+
+%feature("docstring") max_concurrent_calls
+"max_concurrent_calls()
+--
+
+Return the most calls with a cost > 0 that were inside the C function at the same
+time since `reset_max_concurrent_calls` (int): 2 for two threads calling
+`slow_computation_nogil` at once, 1 with `slow_computation`, whatever the load.
+";
+int max_concurrent_calls(void);
+
+%feature("docstring") reset_max_concurrent_calls
+"reset_max_concurrent_calls()
+--
+
+Restart `max_concurrent_calls` from the calls inside now.
+";
+void reset_max_concurrent_calls(void);
 
 /* A SWIG object: a handle the library allocates, which (like most SWIG objects)
    cannot be pickled. Model(scale).predict(a, b) = scale * slow_computation(a, b). */
