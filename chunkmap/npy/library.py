@@ -213,12 +213,12 @@ class NpyLibrary(Mapping[str, NpyReader]):
     def __getitem__(self, key: str) -> NpyReader:
         if self._closed:
             raise ClosedError("this NpyLibrary is closed; open a new one")
-        path = self.path(key)
+        r = self._readers.get(key)
+        path = r.path if r is not None else self.path(key)  # (any pattern: no listing again)
         try:
             identity = _identity(os.stat(path))
         except (FileNotFoundError, NotADirectoryError):
             raise self._gone(key, path) from None
-        r = self._readers.get(key)
         if r is not None:
             if self._identities.get(key) == identity:
                 return r
