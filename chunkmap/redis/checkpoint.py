@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from ..checkpoint import lease as leases
 from ..errors import CheckpointBusyError, CheckpointError, CheckpointUnreachableError, OptionError
-from ._client import redact
+from ._client import DEFAULT_TIMEOUT, redact
 
 __all__ = ["RedisChunkStore", "RedisLease"]
 
@@ -45,6 +45,9 @@ def _redis() -> Any:
 class RedisChunkStore:
     """Checkpoint records in the Redis server at ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
+    A server that does not answer within :data:`~chunkmap.redis.DEFAULT_TIMEOUT` seconds (to
+    connect, or to each read or write) is a :class:`~chunkmap.errors.CheckpointUnreachableError`.
+
     Examples
     --------
     >>> store = RedisChunkStore("redis://:secret@localhost:6379/2")
@@ -56,7 +59,9 @@ class RedisChunkStore:
         self.url = url
         self.namespace = namespace
         self.location = redact(url)
-        self._client = _redis().Redis.from_url(url)
+        self._client = _redis().Redis.from_url(
+            url, socket_timeout=DEFAULT_TIMEOUT, socket_connect_timeout=DEFAULT_TIMEOUT
+        )
 
     def __reduce__(self):
         return (RedisChunkStore, (self.url, self.namespace))

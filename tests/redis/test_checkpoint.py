@@ -11,6 +11,7 @@ import pytest
 import chunkmap
 from chunkmap.cli.demo import make_inputs
 from chunkmap.errors import CheckpointBusyError, CheckpointError, CheckpointUnreachableError, CheckpointWarning
+from chunkmap.redis import DEFAULT_TIMEOUT
 from chunkmap.redis.checkpoint import RedisChunkStore
 from chunkmap.stub import slowlib
 from chunkmap.testing import ChunkStoreTests
@@ -62,6 +63,23 @@ class TestRedisChunkStore(ChunkStoreTests):
 def test_an_unreachable_store_is_a_clear_error(ew):
     with pytest.raises(CheckpointUnreachableError, match=r"the checkpoint store at redis://127.0.0.1:1 cannot be reached"):
         chunkmap.run(ew.scaled, np.zeros(3), np.zeros(3), checkpoint="redis://127.0.0.1:1", scheduler="sync")
+
+
+@pytest.mark.slow
+def test_a_stopped_store_is_waited_for_a_bounded_time(own_server):
+    server = own_server()
+    store = RedisChunkStore(server.url)
+    options = store._client.get_connection_kwargs()
+    assert options["socket_timeout"] == options["socket_connect_timeout"] == DEFAULT_TIMEOUT
+    store.put("k", b"v")
+    server.pause()
+    try:
+        with pytest.raises(CheckpointUnreachableError, match="cannot be reached .*Timeout"):
+            store.get("k")
+    finally:
+        server.resume()
+    assert store.get("k") == b"v"
+    store.delete("k")
 
 
 def flush_once_after(limit, url):
