@@ -15,6 +15,7 @@ import signal
 import socket
 import sysconfig
 import threading
+import time
 from typing import Callable, Iterator
 
 __all__ = ["cpu_count", "release_free_memory", "die_with_parent", "free_port", "is_installed_file",
@@ -95,20 +96,42 @@ def one_interrupt() -> Iterator[None]:
 
     A run that was interrupted unwinds (workers killed, the checkpoint closed) in well under a
     second; a second Ctrl-C meanwhile would only add another traceback from wherever it lands.
-    Only in the main thread, and only over Python's own handler (never over one the caller
-    installed); the handler is restored on the way out.
+    After an interrupt, Ctrl-C stays ignored for :data:`INTERRUPT_GRACE` seconds more: the
+    ``KeyboardInterrupt`` is then on its way to the caller, and in a script the interpreter is
+    joining its threads on the way out, where a second one would print "Exception ignored in
+    threading". Only in the main thread, and only over Python's own handler (never over one the
+    caller installed); Python's handler is back on the way out, or once the grace period ends.
     """
     if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, _after_interrupt):
         yield
         return
+    interrupted = []
 
     def first(signum: int, frame: object) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        interrupted.append(True)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, first)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if interrupted:
+            _grace_ends[0] = time.monotonic() + INTERRUPT_GRACE
+            signal.signal(signal.SIGINT, _after_interrupt)
+        else:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+#: seconds during which Ctrl-C is ignored after one interrupted a run
+INTERRUPT_GRACE = 2.0
+_grace_ends = [0.0]
+
+
+def _after_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C after an interrupted run: ignored during the grace period, then Python's own behaviour again."""
+    if time.monotonic() < _grace_ends[0]:
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise KeyboardInterrupt

@@ -120,15 +120,18 @@ def test_a_run_cancelled_without_a_checkpoint_says_nothing_was_kept():
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
 def test_two_ctrl_c_in_a_script_end_it_at_once_with_one_short_traceback(scheduler, tmp_path):
+    # "ready" once the run has counted its first elements: the run is under way, whatever the load
     script = ("import sys, numpy as np, chunkmap\nfrom chunkmap.stub import slowlib, set_cost\nset_cost(1_000_000)\n"
-              "a = np.random.default_rng(0).random(20_000)\nprint('ready', flush=True)\n"
+              "a = np.random.default_rng(0).random(20_000)\nseen = []\n"
+              "def started(done, total, failed):\n    if not seen:\n        seen.append(done)\n"
+              "        print('ready', flush=True)\n"
               "chunkmap.run(slowlib.slow_computation, a, a, skip=slowlib.InternalError, scheduler=sys.argv[1], "
-              "progress=False)\n")
+              "progress=started)\n")
     driver = subprocess.Popen([sys.executable, "-c", script, scheduler], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
         assert driver.stdout.readline().strip() == "ready"
-        time.sleep(1.0)
+        time.sleep(0.2)
         driver.send_signal(signal.SIGINT)
         time.sleep(0.03)
         driver.send_signal(signal.SIGINT)
@@ -142,3 +145,23 @@ def test_two_ctrl_c_in_a_script_end_it_at_once_with_one_short_traceback(schedule
     assert re.search(r"KeyboardInterrupt: interrupted after [\d,]+ of 20,000 elements; nothing was kept: pass "
                      r"checkpoint= to keep work\n$", stderr)
     assert "dask" not in stderr and len(stderr.splitlines()) <= 6
+
+
+def test_after_an_interrupt_ctrl_c_is_ignored_for_a_grace_period_then_works_again(monkeypatch):
+    from chunkmap import system
+
+    with pytest.raises(KeyboardInterrupt):
+        with system.one_interrupt():
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is system._after_interrupt
+    signal.raise_signal(signal.SIGINT)  # a second Ctrl-C as the interrupt reaches the caller: ignored
+    with system.one_interrupt():  # the next run takes Ctrl-C over again
+        assert signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, system._after_interrupt)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        with system.one_interrupt():
+            signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(system, "_grace_ends", [0.0])  # the grace period is over
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
