@@ -5,7 +5,8 @@ The format (all header integers little-endian)::
     offset  size        field
     0       4           magic  b"\\x93CMA"
     4       1           version (1)
-    5       1           flags: 1 = Fortran order, 2 = structured dtype, 4 = crc32 trailer
+    5       1           flags: 1 = Fortran order, 2 = structured dtype, 4 = crc32 trailer,
+                        8 = xxh3 trailer (what ``checksum=True`` writes; 4 is still read)
     6       2           ndim
     8       2           dlen, length of the dtype descriptor
     10      8 * ndim    shape, uint64 each
@@ -15,13 +16,15 @@ The format (all header integers little-endian)::
     ..      4           crc32 of every header byte before it
     ..      0-15        zero padding, so the data starts at a multiple of 16
     hlen    nbytes      the array's bytes, C order (or Fortran order when flag 1 is set)
-    ..      4           crc32 of the data, only when flag 4 is set
+    ..      4           checksum of the data, only when flag 4 (crc32) or 8 (the low 32 bits of
+                        xxh3-64) is set
 
 The payload's length must be exactly ``hlen + nbytes (+ 4)``: a truncated or extended value
 (a torn write, a concatenation) never decodes. The header's own crc32 catches a corrupted shape
 or dtype that would otherwise reinterpret the data. The data itself is only checked when the
-payload was encoded with ``checksum=True`` (crc32 costs ~0.3 ns per byte, several times the
-cost of encoding, so it is opt-in). Object arrays (and anything that would need pickle) are
+payload was encoded with ``checksum=True``: xxh3 runs at memory bandwidth (~35 us per MB here,
+where zlib's crc32 took ~450 us and cost the Redis store up to half its pipelined throughput),
+and payloads written with crc32 before are still verified with it. Object arrays (and anything that would need pickle) are
 refused.
 
 Decoding is zero-copy: the array returned is a view on the buffer given (read-only when that is
@@ -51,9 +54,10 @@ from __future__ import annotations
 import ast
 import struct
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import xxhash
 
 from .errors import CodecError
 
@@ -64,8 +68,19 @@ VERSION = 1
 
 _F_ORDER = 1
 _STRUCTURED = 2
-_CHECKSUM = 4
-_KNOWN_FLAGS = _F_ORDER | _STRUCTURED | _CHECKSUM
+_CRC32 = 4  # a crc32 trailer: written before xxh3, still read
+_XXH3 = 8  # the low 32 bits of xxh3-64: what checksum=True writes
+_KNOWN_FLAGS = _F_ORDER | _STRUCTURED | _CRC32 | _XXH3
+_LOW_32 = 0xFFFFFFFF
+
+
+def _xxh3_32(data: Any) -> int:
+    return xxhash.xxh3_64_intdigest(data) & _LOW_32
+
+
+#: the data checksum of each trailer flag, and its name for messages
+_DATA_CHECKSUMS: dict[int, tuple[Callable[[Any], int], str]] = {_CRC32: (zlib.crc32, "crc32"),
+                                                                 _XXH3: (_xxh3_32, "xxh3")}
 
 _PREFIX = struct.Struct("<4sBBBH")
 _PREFIX_SIZE = _PREFIX.size  # 9
@@ -165,8 +180,8 @@ def encode(a: Any, *, checksum: bool = False) -> bytes:
         are; other layouts are copied to C order first. Masked arrays are refused (encode
         ``a.data`` and ``a.mask`` separately).
     checksum : bool, default False
-        Append a crc32 of the data, so that :func:`decode` also detects corrupted data bytes
-        (costs about 0.3 ns per byte on encode and decode).
+        Append a checksum of the data (xxh3), so that :func:`decode` also detects corrupted
+        data bytes (about 0.035 ns per byte on encode and decode: memory bandwidth).
 
     Returns
     -------
@@ -203,13 +218,13 @@ def encode(a: Any, *, checksum: bool = False) -> bytes:
     else:
         data = a
     if checksum:
-        flags |= _CHECKSUM
+        flags |= _XXH3
     key = (a.dtype, a.shape, flags)
     header = _enc_cache.get(key)
     if header is None:
         header = _build_header(a.dtype, a.shape, flags)
     if checksum:
-        return b"".join((header, data, _CRC.pack(zlib.crc32(data))))
+        return b"".join((header, data, _CRC.pack(_xxh3_32(data))))
     return b"".join((header, data))
 
 
@@ -243,12 +258,12 @@ def encode_parts(a: Any, *, checksum: bool = False) -> tuple[Any, ...]:
     else:
         data = a
     if checksum:
-        flags |= _CHECKSUM
+        flags |= _XXH3
     header = _enc_cache.get((a.dtype, a.shape, flags))
     if header is None:
         header = _build_header(a.dtype, a.shape, flags)
     if checksum:
-        return header, data, _CRC.pack(zlib.crc32(data))
+        return header, data, _CRC.pack(_xxh3_32(data))
     return header, data
 
 
@@ -292,7 +307,8 @@ def _parse_header(buf: Any, n: int) -> tuple[bytes, tuple[np.dtype, tuple[int, .
         )
     view = memoryview(buf).cast("B")
     (crc,) = _CRC.unpack_from(view, crc_at)
-    if zlib.crc32(view[:crc_at]) != crc or flags & ~_KNOWN_FLAGS or any(view[crc_at + 4 : hlen]):
+    both = flags & _CRC32 and flags & _XXH3  # one trailer at most
+    if zlib.crc32(view[:crc_at]) != crc or flags & ~_KNOWN_FLAGS or both or any(view[crc_at + 4 : hlen]):
         raise CodecError(
             f"corrupted array payload: the header's crc32 is {zlib.crc32(view[:crc_at]):#010x}, "
             f"expected {crc:#010x} as stored (flags {flags:#x}, ndim {ndim}); the dtype and "
@@ -309,7 +325,7 @@ def _parse_header(buf: Any, n: int) -> tuple[bytes, tuple[np.dtype, tuple[int, .
     nbytes = dt.itemsize
     for d in shape:
         nbytes *= d
-    info = (dt, shape, hlen, nbytes, "F" if flags & _F_ORDER else "C", bool(flags & _CHECKSUM))
+    info = (dt, shape, hlen, nbytes, "F" if flags & _F_ORDER else "C", flags & (_CRC32 | _XXH3))
     header = bytes(view[:hlen])
     if len(_dec_cache) >= _CACHE_LIMIT:
         _dec_cache.clear()
@@ -383,10 +399,11 @@ def decode(buf: Any) -> np.ndarray:
         if n != hlen + nbytes + 4:
             raise _length_error(n, hlen, nbytes + 4, dt, shape)
         (crc,) = _CRC.unpack_from(buf, n - 4)
-        got = zlib.crc32(memoryview(buf)[hlen : hlen + nbytes])
+        data_checksum, name = _DATA_CHECKSUMS[checksum]
+        got = data_checksum(memoryview(buf)[hlen : hlen + nbytes])
         if got != crc:
             raise CodecError(
-                f"corrupted array payload: the data's crc32 is {got:#010x}, expected {crc:#010x} "
+                f"corrupted array payload: the data's {name} is {got:#010x}, expected {crc:#010x} "
                 f"as stored with the {dt.str} array of shape {shape}"
             )
     elif n != hlen + nbytes:

@@ -156,8 +156,32 @@ def test_data_checksum():
     p = bytearray(codec.encode(a, checksum=True))
     assert len(p) == len(codec.encode(a)) + 4
     p[100] ^= 1
-    with pytest.raises(CodecError, match="data's crc32"):
+    with pytest.raises(CodecError, match="data's xxh3"):
         codec.decode(bytes(p))
+
+
+def crc32_payload(a: np.ndarray) -> bytes:
+    """``a`` as codec wrote it with ``checksum=True`` before xxh3: flag 4 and a zlib crc32 trailer."""
+    plain = bytearray(codec.encode(a))
+    plain[5] |= 4
+    _, _, _, ndim, dlen = struct.unpack_from("<4sBBBH", plain, 0)
+    crc_at = 9 + 8 * ndim + dlen
+    struct.pack_into("<I", plain, crc_at, zlib.crc32(bytes(plain[:crc_at])))
+    return bytes(plain) + struct.pack("<I", zlib.crc32(a.tobytes()))
+
+
+def test_payloads_checksummed_with_crc32_before_are_still_verified():
+    a = np.arange(100, dtype="<f8")
+    old = crc32_payload(a)
+    np.testing.assert_array_equal(codec.decode(old), a)
+    flipped = bytearray(old)
+    flipped[100] ^= 1
+    with pytest.raises(CodecError, match="data's crc32"):
+        codec.decode(bytes(flipped))
+    both = bytearray(codec.encode(a, checksum=True))  # two trailer flags at once: refused
+    both[5] |= 4
+    with pytest.raises(CodecError, match="corrupted"):
+        codec.decode(bytes(both))
 
 
 def test_foreign_payloads():

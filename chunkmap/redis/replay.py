@@ -43,7 +43,7 @@ class ReplayBuffer:
     namespace : str, default "chunkmap:replay:"
         Prefix of the stream's key.
     checksum : bool, default True
-        Store a crc32 of each field's data and check it on read, so that a corrupted data byte
+        Store a checksum (xxh3) of each field's data and check it on read, so that a corrupted data byte
         raises :class:`~chunkmap.errors.CodecError` instead of coming back as a wrong value
         (what is verified with and without it: see :class:`RedisArrayStore`).
     **connection_kwargs

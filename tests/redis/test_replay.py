@@ -67,7 +67,7 @@ def test_data_is_verified_by_default(buf, redis_url):
         raw = bytearray(fields[b"state"])
         raw[-100] ^= 0xFF  # a flipped data byte, appended as the newest step
         r.xadd(buf.key, {"state": bytes(raw)})
-        with pytest.raises(CodecError, match="field 'state'.*data's crc32"):
+        with pytest.raises(CodecError, match="field 'state'.*data's xxh3"):
             buf.latest(1)
         try:
             buf_off.append(state=np.arange(1000.0))

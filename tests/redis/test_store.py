@@ -77,7 +77,7 @@ class TestRedisArrayStore(ArrayStoreTests):
         s.put("c", np.arange(100.0))
         np.testing.assert_array_equal(s.get("c"), np.arange(100.0))
         s._client.call("SETRANGE", namespace + "c", 100, b"\xff")
-        with pytest.raises(CodecError, match="data's crc32"):
+        with pytest.raises(CodecError, match="data's xxh3"):
             s.get("c")
         s.delete_prefix()
 
@@ -91,9 +91,9 @@ class TestRedisArrayStore(ArrayStoreTests):
         raw = bytearray(store._client.call("GET", namespace + "v"))
         raw[-100] ^= 0xFF  # the flipped data byte
         store._client.call("SET", namespace + "v", bytes(raw))
-        with pytest.raises(CodecError, match="data's crc32"):
+        with pytest.raises(CodecError, match="data's xxh3"):
             store.get("v")
-        with pytest.raises(CodecError, match="under key 'v'.*data's crc32"):
+        with pytest.raises(CodecError, match="under key 'v'.*data's xxh3"):
             store.get_many(["v"])
 
     def test_without_checksum_only_the_data_goes_unverified(self, redis_url, namespace):
