@@ -189,7 +189,7 @@ class BlockSource:
         """One chunk per box, in C order of the grid (its index is the box's number; no box is empty)."""
         from .plan import Chunk
 
-        offsets = self.offsets().tolist()
+        offsets = self._offsets.tolist()
         return [Chunk(number, start, stop, stop - start)
                 for number, (start, stop) in enumerate(zip(offsets[:-1], offsets[1:]))]
 
