@@ -54,3 +54,25 @@ def test_empty():
     assert list(FailureRecords.concat([])) == []
     assert FailureRecords.from_tuples([]) == FailureRecords.empty()
     assert np.asarray(FailureRecords.empty().positions).dtype == np.int64
+
+
+def test_blocks_written_with_zlib_by_older_versions_are_still_read():
+    """Checkpoint records of format 4 written before the switch to zstd hold zlib blocks."""
+    import zlib
+
+    messages = ["bad x", "worse é", "bad y"]
+    text = "".join(messages).encode("utf-8")
+    ends = np.cumsum([len(m.encode("utf-8")) for m in messages])
+    old = FailureRecords(np.array([3, 5, 9]), np.array([0, 1, 0], np.int32), ("ValueError", "KeyError"),
+                         (zlib.compress(text, 1),), np.array([3]), ends)
+    assert list(old) == [(3, "ValueError", "bad x"), (5, "KeyError", "worse é"), (9, "ValueError", "bad y")]
+    assert list(old.take([2])) == [(9, "ValueError", "bad y")]
+    new = FailureRecords.from_tuples(list(old))
+    assert new.blocks[0][:4] == b"\x28\xb5\x2f\xfd" and list(FailureRecords.concat([old, new], [0, 100]))[3:] == [
+        (103, "ValueError", "bad x"), (105, "KeyError", "worse é"), (109, "ValueError", "bad y")]
+
+
+def test_several_exception_types_keep_their_codes():
+    records = FailureRecords.from_tuples([(0, "A", "1"), (1, "B", "2"), (2, "A", "3"), (3, "C", "4")])
+    assert records.type_names == ("A", "B", "C") and records.type_codes.tolist() == [0, 1, 0, 2]
+    assert records.types() == ["A", "B", "A", "C"]
