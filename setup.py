@@ -77,6 +77,7 @@ setup(
     ext_modules=[
         slowlib,
         twinned_extension("chunkmap._hotloop"),  # the per-element loop of chunkmap.loop
+        twinned_extension("chunkmap._cloop"),  # a C function over a chunk, GIL released (chunkmap.cfunc)
         twinned_extension("chunkmap.npy._pread"),  # open + pread + close in one call
     ],
     cmdclass={"build_ext": build_ext, "build_py": build_py},

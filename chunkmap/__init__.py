@@ -9,6 +9,7 @@
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .cfunc import cfunc  # the function: it shadows the module's name here (import chunkmap.cfunc for the module)
 from .errors import ChunkmapError, ElementError
 from .result import Failure, Failures, Result, Stats
 from .workers import Workers, per_worker
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from .checkpoint import Checkpoint
     from .core import run
 
-__all__ = ["run", "Checkpoint", "Workers", "per_worker", "shutdown", "Result", "Failures", "Failure", "Stats",
+__all__ = ["run", "cfunc", "Checkpoint", "Workers", "per_worker", "shutdown", "Result", "Failures", "Failure", "Stats",
            "errors", "ChunkmapError", "ElementError"]
 __version__ = "0.1.0"
 

@@ -42,7 +42,10 @@ class also derives from the builtin exception a caller would naturally catch, so
     ├── ClosedError(ValueError)                use of a closed SharedArray or SlotPool
     │   └── PoolClosedError                    the SlotPool was closed, or aborted by an exception
     │       └── PeerDiedError                  a producer or consumer process ended without leaving the SlotPool
-    └── PoolTimeoutError(TimeoutError)         no slot became available within ``timeout``
+    ├── PoolTimeoutError(TimeoutError)         no slot became available within ``timeout``
+    ├── SignatureError(ValueError)             a chunkmap.cfunc signature outside the supported set
+    ├── CPointerError(TypeError)               not a C function pointer chunkmap.cfunc can call or find again
+    └── CError(RuntimeError)                   a chunkmap.cfunc function returned a non-zero error code
 
     UserWarning
     └── ChunkmapWarning
@@ -98,6 +101,9 @@ __all__ = [
     "ChunkmapWarning",
     "CheckpointWarning",
     "SharedMemoryFallbackWarning",
+    "SignatureError",
+    "CPointerError",
+    "CError",
 ]
 
 
@@ -431,3 +437,35 @@ class SharedMemoryFallbackWarning(ChunkmapWarning):
     it writes through to a disk-backed file system, and the usual fix (``docker run
     --shm-size=...``, or ``CHUNKMAP_SHM_DIR`` pointing to a tmpfs) is the user's to apply.
     """
+
+
+class SignatureError(ChunkmapError, ValueError):
+    """A :func:`chunkmap.cfunc` signature is not one of the supported forms, or contradicts the pointer's own."""
+
+
+class CPointerError(ChunkmapError, TypeError):
+    """:func:`chunkmap.cfunc` was given something that is not a C function pointer it can call, or find again in a
+    worker process (a library moved or rebuilt, a symbol gone)."""
+
+
+class CError(ChunkmapError, RuntimeError):
+    """A C function of :func:`chunkmap.cfunc` returned a non-zero error code (``skip=CError`` records such elements).
+
+    Attributes
+    ----------
+    function : str
+        The C function's name.
+    code : int
+        The code it returned.
+    meaning : str or None
+        What the code means, from ``cfunc(..., errors=)``.
+    """
+
+    def __init__(self, function: str, code: int, meaning: str | None = None) -> None:
+        self.function = function
+        self.code = code
+        self.meaning = meaning
+        super().__init__(f"{function} returned error code {code}" + (f" ({meaning})" if meaning else ""))
+
+    def __reduce__(self):
+        return (type(self), (self.function, self.code, self.meaning))

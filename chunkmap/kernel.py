@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .cfunc import CFunction, run_to_end as run_cfunction
 from .errors import ElementError, OutputCountError, UnpicklableResultError
 from .failures import FailureRecords, input_columns
 from .fields import Miscount, describe, to_fields
@@ -182,7 +183,10 @@ def evaluate_columns(
     """Call ``func`` on every element of the 1-D ``columns`` (one column per input).
 
     The per-element loop is :data:`chunkmap.loop.loop`: compiled C calling ``func`` through
-    the C API when the extension is built, pure Python otherwise (same results).
+    the C API when the extension is built, pure Python otherwise (same results). A
+    :class:`~chunkmap.cfunc.CFunction` (without ``kwargs`` and ``outputs``) is called from C
+    through its pointer instead, the GIL released (:func:`chunkmap.cfunc.run_to_end`), unless a
+    column's dtype does not convert to its parameter's safely.
 
     Parameters
     ----------
@@ -215,8 +219,10 @@ def evaluate_columns(
     given, columns = columns, tuple(_loopable(column) for column in columns)
     skip = skip if isinstance(skip, tuple) else (skip,)
     started = time.perf_counter()
-    values, status, failures, error = run_to_end(call, columns, skip, heartbeat=heartbeat,
-                                                 keep_objects=outputs is not None)
+    direct = isinstance(func, CFunction) and not kwargs and outputs is None
+    ran = run_cfunction(func, columns, skip, heartbeat) if direct else None
+    values, status, failures, error = ran or run_to_end(call, columns, skip, heartbeat=heartbeat,
+                                                        keep_objects=outputs is not None)
     seconds = time.perf_counter() - started
     if error is not None:
         position, exc = error

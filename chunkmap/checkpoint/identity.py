@@ -11,7 +11,8 @@ differs:
     comments or docstring, so "fix a typo above it and rerun" keeps the checkpoint. A bound
     method adds its class's methods and its instance's pickled state; a ``functools.partial``
     its arguments; a C function (SWIG, ``builtin_function_or_method``) the bytes of its
-    extension module file, so a rebuilt library starts a fresh run. Functions of installed
+    extension module file, so a rebuilt library starts a fresh run; a :func:`chunkmap.cfunc` its
+    library file's bytes, symbol and signature (never its address). Functions of installed
     packages (site-packages, the standard library) are named with the package's version rather
     than hashed. An object whose state cannot be pickled (a SWIG object, a lock) raises
     :class:`~chunkmap.errors.IdentityError`: name the run yourself with
@@ -53,7 +54,7 @@ from .fingerprint import fingerprint
 from ..npy import NpyReader
 from ..system import is_installed_file
 
-__all__ = ["Identity", "run_identity", "function_digest", "PARTS"]
+__all__ = ["Identity", "run_identity", "function_digest", "file_digest", "PARTS"]
 
 #: the parts of an identity, in the order they are hashed and reported
 PARTS = ("function", "arguments", "options", "inputs", "mask")
@@ -232,13 +233,18 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def file_digest(path: str) -> str:
+    """The sha256 of a file's bytes (a C library's), cached by path, size and mtime."""
+    status = os.stat(path)
+    return _file_digest(os.path.realpath(path), status.st_size, status.st_mtime_ns)
+
+
 def _extension_digest(module: types.ModuleType | str | None) -> str:
     """The bytes of a compiled module's file (cached by path, size and mtime), or the Python version."""
     path = _module_file(module)
     if path is None or path.endswith((".py", ".pyc")):
         return sys.version.split()[0]
-    status = os.stat(path)
-    return _file_digest(path, status.st_size, status.st_mtime_ns)
+    return file_digest(path)
 
 
 class _Fingerprint:

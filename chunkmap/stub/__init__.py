@@ -26,6 +26,15 @@ slowlib.Model(scale)
     A SWIG object (a C struct behind a handle) that, like most SWIG objects,
     cannot be pickled; ``Model(scale).predict(a, b)`` is
     ``scale * slow_computation(a, b)`` as a float (``InternalError`` alike).
+library_path(), library()
+    The path of the compiled library (the SWIG module's file, which exports the C
+    functions of ``slowlib.h``: ``slowlib_compute``, ``slowlib_set_cost_ns``...) and
+    that file loaded with ctypes: the same library instance as the SWIG module's in
+    this process, so ``set_cost_ns`` applies to both.
+compute()
+    ``int slowlib_compute(double a, double b, long long *out)`` as a
+    :func:`chunkmap.cfunc` with the library's error meanings: ``chunkmap.run`` calls
+    it from C with no Python per element (``skip=chunkmap.errors.CError``).
 set_cost(ns, client=None)
     ``set_cost_ns`` here and in the worker processes chunkmap starts later
     (through ``SLOWLIB_COST_NS``), and on a dask client's workers.
@@ -67,10 +76,53 @@ chunkmap.stub.slowlib.InternalError: slowlib_compute(0.5, 0.24): input outside t
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import importlib.util
 import os
 from typing import Any
 
-__all__ = ["set_cost"]
+__all__ = ["set_cost", "library_path", "library", "compute"]
+
+#: the error codes of slowlib.h (SLOWLIB_EDOMAIN, SLOWLIB_ERANGE, SLOWLIB_EINVAL)
+ERROR_CODES = (1, 2, 3)
+
+
+def library_path() -> str:
+    """The path of the stub's compiled library (``chunkmap.stub._slowlib``'s file), without importing it."""
+    spec = importlib.util.find_spec("chunkmap.stub._slowlib")
+    if spec is None or not spec.origin:  # pragma: no cover - the stub always builds
+        raise ImportError("chunkmap.stub._slowlib is not built; reinstall chunkmap (pip install chunkmap)")
+    return os.path.realpath(spec.origin)
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    """The stub's library loaded with ctypes (its C functions' ``argtypes`` set)."""
+    lib = ctypes.CDLL(library_path())
+    lib.slowlib_compute.argtypes = [ctypes.c_double, ctypes.c_double, ctypes.POINTER(ctypes.c_longlong)]
+    lib.slowlib_compute.restype = ctypes.c_int
+    lib.slowlib_strerror.argtypes, lib.slowlib_strerror.restype = [ctypes.c_int], ctypes.c_char_p
+    lib.slowlib_set_cost_ns.argtypes, lib.slowlib_set_cost_ns.restype = [ctypes.c_longlong], ctypes.c_int
+    lib.slowlib_get_cost_ns.restype = ctypes.c_longlong
+    return lib
+
+
+def compute() -> Any:
+    """``slowlib_compute`` as a :class:`chunkmap.cfunc.CFunction`, its error codes explained.
+
+    >>> import numpy as np, chunkmap
+    >>> from chunkmap.errors import CError
+    >>> result = chunkmap.run(compute(), np.array([0.5, 0.5]), np.array([0.25, 0.24]), skip=CError,
+    ...                       scheduler="sync", progress=False)
+    >>> result.values.tolist(), result.failures[0].message
+    ([750], "slowlib_compute returned error code 1 (input outside the library's domain)")
+    """
+    from ..cfunc import cfunc
+
+    lib = library()
+    meanings = {code: lib.slowlib_strerror(code).decode() for code in ERROR_CODES}
+    return cfunc(lib.slowlib_compute, "int(double, double, int64*)", errors=meanings)
 
 
 def set_cost(cost_ns: int, client: Any = None) -> None:

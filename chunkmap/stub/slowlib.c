@@ -135,6 +135,14 @@ void slowlib_reset_max_concurrent(void)
                      __atomic_load_n(&slowlib_in_flight, __ATOMIC_SEQ_CST), __ATOMIC_SEQ_CST);
 }
 
+/* Loaded by ctypes alone (chunkmap.stub.library() in a worker process that never imports the
+   SWIG module), the library reads its cost from the environment too. A malformed value is
+   left to the SWIG module's import to report. */
+__attribute__((constructor)) static void slowlib_load(void)
+{
+    (void)slowlib_init_from_env();
+}
+
 int slowlib_init_from_env(void)
 {
     const char *text = getenv("SLOWLIB_COST_NS");

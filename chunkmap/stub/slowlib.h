@@ -67,7 +67,9 @@ long long slowlib_get_cost_ns(void);
 
 /* Set the cost from the environment variable SLOWLIB_COST_NS (a decimal
    integer >= 0; unset or empty means 0). Returns SLOWLIB_EINVAL, leaving the
-   cost unchanged, if the value is malformed or negative. */
+   cost unchanged, if the value is malformed or negative. Also run when the
+   library is loaded (a constructor), so that a process loading it with ctypes
+   alone gets the cost too. */
 int slowlib_init_from_env(void);
 
 /* The concurrency probe (see above). */
