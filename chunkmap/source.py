@@ -102,6 +102,12 @@ class ArraySource:
         selected = self.valid[start:stop]
         return self.flat_index(start, stop), [column[selected] for column in columns]
 
+    def flat_arrays(self) -> tuple[np.ndarray, ...] | None:
+        """Each input as a flat C-order array view, or None when one is broadcast or a file
+        (its elements are then read by range, :meth:`columns`, not picked by flat index)."""
+        flats = tuple(self._flat)
+        return flats if all(isinstance(flat, np.ndarray) for flat in flats) else None
+
     def __reduce__(self):
         return (ArraySource, (self.arrays, self.shape, self.valid))
 

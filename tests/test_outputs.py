@@ -5,36 +5,30 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from chunkmap import outputs
 from chunkmap.failures import FailureRecords
-from chunkmap.outputs import compact_pair, unravel_in_place
+from chunkmap.outputs import compact_unravel
 
 
-@settings(max_examples=200)
-@given(keep=hnp.arrays(bool, st.integers(0, 100)), block=st.integers(1, 9))
-def test_compact_pair_equals_boolean_indexing_in_place(keep, block):
-    flat = np.where(keep, np.arange(len(keep)) * 3, -1)
-    values = np.arange(len(keep), dtype=np.float64) * 1.5
-    expected_flat, expected_values = flat[keep], values[keep]
-    kept = compact_pair(flat, values, block)
-    assert kept == np.count_nonzero(keep)
-    np.testing.assert_array_equal(flat[:kept], expected_flat)
-    np.testing.assert_array_equal(values[:kept], expected_values)
-
-
-@settings(max_examples=200)
-@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), data=st.data())
-def test_unravel_in_place_equals_numpy(shape, data):
+@settings(max_examples=300)
+@given(shape=st.lists(st.integers(1, 6), min_size=0, max_size=4), block=st.integers(1, 9), data=st.data())
+def test_compact_unravel_equals_boolean_indexing_then_numpy(shape, block, data):
     size = int(np.prod(shape))
-    flat = np.array(data.draw(st.lists(st.integers(0, size - 1), max_size=30)), np.int64)
-    expected = np.unravel_index(flat, shape)
-    got = unravel_in_place(flat.copy(), tuple(shape))
-    assert len(got) == len(shape)
-    for axis, expected_axis in zip(got, expected):
-        np.testing.assert_array_equal(axis, expected_axis)
+    flat = np.array(data.draw(st.lists(st.integers(-1, size - 1), max_size=40)), np.int64)
+    values = [np.arange(len(flat), dtype=np.float64) * 1.5, np.arange(len(flat))]
+    keep = flat >= 0
+    expected_values = [array[keep] for array in values]
+    expected_coords = np.unravel_index(flat[keep], shape) if shape else ()
+    kept, coords = compact_unravel(flat, values, tuple(shape), block)
+    assert kept == np.count_nonzero(keep) and len(coords) == len(shape)
+    for got, expected in zip(values, expected_values):
+        np.testing.assert_array_equal(got[:kept], expected)
+    for axis, expected_axis in zip(coords, expected_coords):
+        np.testing.assert_array_equal(axis[:kept], expected_axis)
         assert axis.dtype == np.intp
+    if shape and len(flat):
+        assert np.shares_memory(coords[0], flat)
 
 
 def test_result_takes_over_the_slots_memory():

@@ -27,7 +27,7 @@ from ..kernel import CRASH, TIMEOUT, ChunkOutput, ElementFailure, Evaluation, Ex
 from ..plan import Chunk
 from ..source import ArraySource
 from .pool import WorkerDied, WorkerHung, WorkerOverMemory, WorkerPool, describe_exit, exit_name
-from .transport import ChunkInputs, SourceSlice, chunk_inputs, inputs_length, request
+from .transport import ChunkInputs, IndexedColumns, SourceSlice, chunk_inputs, inputs_length, request
 
 __all__ = ["evaluate_chunk", "evaluate_isolated"]
 
@@ -185,6 +185,8 @@ def element_inputs(inputs: ChunkInputs, position: int) -> tuple[np.ndarray, ...]
     :class:`~chunkmap.local.transport.SourceSlice` that the worker read itself (its worker died
     with the values): a crash or a hang costs one element's read here.
     """
+    if isinstance(inputs, IndexedColumns):
+        return input_columns(inputs.flats, inputs.flat_index[position : position + 1])
     if not isinstance(inputs, SourceSlice):
         return input_columns(inputs, [position])
     offset = inputs.first + position  # among the unmasked elements of [start, stop)
