@@ -24,6 +24,13 @@ Reported: ns per element and the speed-up over ``serial`` (serial time / contend
 Then the GIL toll of threads: the compiled loop over ``slow_computation`` (holds the GIL) and
 ``slow_computation_nogil`` (releases it around each call) at cost 0 and 1 us, in one thread and in
 two threads at once (each with its own N elements): calls per second in all.
+Then C functions without Python (:func:`chunkmap.cfunc`): ns per element of the C loop
+``chunkmap._cloop.call`` over ``slowlib_compute`` (the stub's C function, cost 0, error codes as
+failures) and over libm's ``fmax`` (a C function that costs nothing: the loop's own toll), into
+preallocated outputs, with the heartbeat; the whole kernel step (``evaluate_columns``: outputs
+allocated, failure records made); the ctypes twin ``chunkmap._cloop_py`` (on n/20 elements); and
+``evaluate_columns`` in 1 and 2 threads at once (the GIL is released once per chunk: M calls/s in all).
+The issue-16 target is <= 10 ns per element (>= 100M elements/s per core) at cost 0.
 All contenders must return the same values. Timings on a loaded machine are provisional:
 the 1-minute load average is printed with the table.
 """
@@ -42,6 +49,9 @@ from typing import Any
 
 import numpy as np
 
+from chunkmap import _cloop_py, stub
+from chunkmap.cfunc import EXTENSION as CLOOP, cfunc
+from chunkmap.errors import CError
 from chunkmap.kernel import evaluate_columns
 from chunkmap.loop import compiled_loop, python_loop
 from chunkmap.stub import slowlib
@@ -120,6 +130,44 @@ def threads_toll(n: int) -> list[dict[str, Any]]:
     return rows
 
 
+def cfunc_rows(x: np.ndarray, y: np.ndarray, repeat: int) -> list[dict[str, Any]]:
+    """ns per element of C functions called from C (chunkmap.cfunc), at the stub's current cost (0)."""
+    import ctypes
+    import ctypes.util
+
+    n = len(x)
+    compute = stub.compute()
+    fmax = cfunc(ctypes.CDLL(ctypes.util.find_library("m")).fmax, "double(double, double)")
+    heartbeat = np.zeros(1, np.int64)
+    expected = evaluate_columns(slowlib.slow_computation, [x, y], (slowlib.InternalError,))
+    rows = []
+    for label, func in [("slowlib_compute", compute), ("libm fmax", fmax)]:
+        values, status = np.empty(n, func.signature.dtype), np.empty(n, np.uint8)
+        codes = np.empty(n, np.int32)
+        row: dict[str, Any] = {"func": label, "n": n}
+        for key, implementation, size in [("c loop", CLOOP.compiled, n), ("twin", _cloop_py, max(n // 20, 1))]:
+            columns = (x[:size], y[:size])
+            t, _ = best_of(repeat, lambda: implementation.call(func.address, func.signature.result, columns, values,
+                                                                status, codes, heartbeat, False))
+            row[key] = t / size * 1e9
+        t, evaluation = best_of(repeat, lambda: evaluate_columns(func, [x, y], (CError,)))
+        if func is compute and not np.array_equal(evaluation.values, expected.values):
+            raise AssertionError("the C loop over slowlib_compute disagrees with the SWIG wrapper's loop")
+        row["kernel"] = t / n * 1e9
+        rates = {}
+        for threads in (1, 2):
+            workers = [threading.Thread(target=evaluate_columns, args=(func, [x, y], (CError,))) for _ in range(threads)]
+            started = time.perf_counter()
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            rates[threads] = threads * n / (time.perf_counter() - started)
+        row["one"], row["two"] = rates[1], rates[2]
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100,000 elements, 2 runs")
@@ -142,7 +190,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             bench_one("python function", lambda a, b: a + b, np.float64, x, y, repeat),
             bench_one("operator.add", operator.add, np.float64, x, y, repeat),
         ]
-        toll = threads_toll(n // 4)
+        direct = cfunc_rows(x, y, repeat) if CLOOP.compiled is not None else []
+        toll = threads_toll(n // 4)  # leaves the cost at 1 us
     finally:
         slowlib.set_cost_ns(cost)
 
@@ -162,9 +211,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"{'cost':>6} {'function':<24} {'1 thread':>9} {'2 threads':>10}")
     for row in toll:
         print(f"{row['cost_ns'] / 1000:>4g}us {row['func']:<24} {row['one'] / 1e6:9.2f} {row['two'] / 1e6:10.2f}")
+    print(f"\nC functions without Python (chunkmap.cfunc), cost 0, {n:,} elements: ns per element; "
+          f"M calls/s in 1 and 2 threads (evaluate_columns each)")
+    print(f"{'function':<16} {'C loop':>8} {'kernel':>8} {'twin':>8} {'1 thread':>9} {'2 threads':>10}")
+    for row in direct:
+        print(f"{row['func']:<16} {row['c loop']:8.2f} {row['kernel']:8.2f} {row['twin']:8.1f} "
+              f"{row['one'] / 1e6:9.1f} {row['two'] / 1e6:10.1f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"n": n, "repeat": repeat, "load": load, "rows": rows, "threads": toll}, fh, indent=1)
+            json.dump({"n": n, "repeat": repeat, "load": load, "rows": rows, "threads": toll, "cfunc": direct}, fh,
+                      indent=1)
     return rows
 
 

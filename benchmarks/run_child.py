@@ -31,6 +31,7 @@ PRELOAD = {
     "distributed LocalCluster": ["distributed"],
     "chunkmap": ["chunkmap"],
     "chunkmap threads+nogil": ["chunkmap"],
+    "chunkmap cfunc": ["chunkmap"],
 }
 
 

@@ -414,12 +414,16 @@ class Chunkmap(Contender):
     scheduler = None
     func_name = "slow_computation"
 
+    def function(self):
+        """What chunkmap.run calls, and the exception it skips."""
+        return getattr(slowlib, self.func_name), slowlib.InternalError
+
     def __call__(self, a1, a2):
         import chunkmap
 
-        func = getattr(slowlib, self.func_name)
+        func, skip = self.function()
         kw = {} if self.scheduler is None else {"scheduler": self.scheduler}
-        xs, ys, values = chunkmap.run(func, a2, a1, mask=a1 <= -1e10, skip=slowlib.InternalError, **kw)
+        xs, ys, values = chunkmap.run(func, a2, a1, mask=a1 <= -1e10, skip=skip, **kw)
         return xs, ys, values
 
 
@@ -431,11 +435,26 @@ class ChunkmapThreadsNogil(Chunkmap):
     func_name = "slow_computation_nogil"
 
 
+class ChunkmapCfunc(Chunkmap):
+    """chunkmap.run(scheduler="threads") over ``chunkmap.stub.compute()``: the same C function,
+    ``slowlib_compute``, as a :func:`chunkmap.cfunc` called from C with no Python per element,
+    the GIL released once per chunk (what no peer offers)."""
+
+    name = "chunkmap cfunc"
+    scheduler = "threads"
+
+    def function(self):
+        from chunkmap import stub
+        from chunkmap.errors import CError
+
+        return stub.compute(), CError
+
+
 CONTENDERS = {
     c.name: c
     for c in (
         SeedSerial, BestSerial, MapSerial, SeedDaskBag, Joblib, MpPool, Mpire, DaskArray,
-        Distributed, Chunkmap, ChunkmapThreadsNogil,
+        Distributed, Chunkmap, ChunkmapThreadsNogil, ChunkmapCfunc,
     )
 }
 #: short names accepted by ``--only``
@@ -443,7 +462,7 @@ ALIASES = {
     "seed": SeedSerial.name, "serial": BestSerial.name, "map": MapSerial.name,
     "bag": SeedDaskBag.name, "joblib": Joblib.name, "pool": MpPool.name, "mpire": Mpire.name,
     "array": DaskArray.name, "distributed": Distributed.name, "chunkmap": Chunkmap.name,
-    "threads": ChunkmapThreadsNogil.name,
+    "threads": ChunkmapThreadsNogil.name, "cfunc": ChunkmapCfunc.name,
 }
 
 

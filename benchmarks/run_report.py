@@ -117,7 +117,7 @@ def plot(report: dict, path: str) -> None:
     styles = {"serial": ":", "peer": "-", "chunkmap": "-"}
     colors = dict(zip(CONTENDERS, [
         "#7f7f7f", "#000000", "#8c564b", "#d62728", "#9467bd", "#ff7f0e", "#bcbd22",
-        "#e377c2", "#17becf", "#1f77b4", "#2ca02c",
+        "#e377c2", "#17becf", "#1f77b4", "#2ca02c", "#006400",
     ]))
     for name in CONTENDERS:
         pts = [(xs_of(c), r["throughput"]) for c in costs for r in c["rows"]

@@ -69,6 +69,7 @@ import numpy as np
 
 from ._extensions import load
 from .errors import CError, CPointerError, NotPicklableError, SignatureError
+from .failures import FailureRecords
 
 __all__ = ["CFunction", "Signature", "cfunc", "parse_signature", "EXTENSION", "run_to_end"]
 
@@ -396,8 +397,8 @@ def run_to_end(func: CFunction, columns: tuple[np.ndarray, ...], skip: tuple[typ
                heartbeat: np.ndarray | None = None) -> tuple | None:
     """:func:`chunkmap.loop.run_to_end` for a :class:`CFunction`: the compiled loop over ``columns``.
 
-    Returns ``(values, status, failures, error)`` as :func:`chunkmap.loop.run_to_end` does, or
-    None when a column does not convert safely to its parameter's type (the caller then goes
+    Returns ``(values, status, failures, error)`` as :func:`chunkmap.loop.run_to_end` does (the
+    failures as :class:`~chunkmap.failures.FailureRecords`, without their inputs), or None when a column does not convert safely to its parameter's type (the caller then goes
     element by element through the Python call, which fails such elements as usual).
     """
     parameters = func.signature.parameters
@@ -417,9 +418,8 @@ def run_to_end(func: CFunction, columns: tuple[np.ndarray, ...], skip: tuple[typ
     values = values[:computed] if computed else np.empty(0, np.float64)
     if not failed:
         return values, status, [], None
-    positions = np.flatnonzero(status == 1).tolist()
     if not recorded:
-        return values, status, [], (positions[0], func.error(int(codes[0])))
-    messages = {code: str(func.error(code)) for code in np.unique(codes[:failed]).tolist()}
-    return values, status, [(position, "CError", messages[code])
-                            for position, code in zip(positions, codes[:failed].tolist())], None
+        return values, status, [], (int(np.flatnonzero(status == 1)[0]), func.error(int(codes[0])))
+    distinct, which = np.unique(codes[:failed], return_inverse=True)
+    messages = np.array([str(func.error(code)) for code in distinct.tolist()], dtype=object)[which].tolist()
+    return values, status, FailureRecords.from_columns(np.flatnonzero(status == 1), ["CError"] * failed, messages), None

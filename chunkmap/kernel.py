@@ -10,6 +10,7 @@ calls and how each call is guarded.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -236,8 +237,11 @@ def evaluate_columns(
             inputs = tuple(column[position].item() for column in columns)
             raise ElementFailure(position, inputs, type(miscount.value).__name__, describe(miscount.value, outputs),
                                  error=OutputCountError) from None
-    positions = [failure[0] for failure in failures]
-    return Evaluation(status, values, FailureRecords.from_tuples(failures, input_columns(given, positions)), seconds)
+    if not isinstance(failures, FailureRecords):  # a CFunction's come as records already
+        failures = FailureRecords.from_tuples(failures)
+    if len(failures):
+        failures = dataclasses.replace(failures, inputs=input_columns(given, failures.positions))
+    return Evaluation(status, values, failures, seconds)
 
 
 def _loopable(column: np.ndarray) -> np.ndarray:
