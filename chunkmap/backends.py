@@ -151,7 +151,12 @@ class ProcessesBackend(Backend):
 
 
 class DistributedBackend(Backend):
-    """Chunks on a dask.distributed cluster; a client chunkmap connected itself is closed by :meth:`close`."""
+    """Chunks on a dask.distributed cluster; a client chunkmap connected itself is closed by :meth:`close`.
+
+    The run's source and execution are scattered once for the pilot and the rest of the run
+    (:class:`chunkmap.engine.RemoteRun`), and :meth:`execute` runs the chunks a ``deliver``
+    returns at once: the pilot streams (:class:`chunkmap.sizing.Pilot`).
+    """
 
     name = "distributed"
     isolates = True
@@ -160,6 +165,7 @@ class DistributedBackend(Backend):
         super().__init__(sum(client.nthreads().values()) or 1)
         self.client = client
         self.owns = owns
+        self._run: Any = None  # the engine's RemoteRun of the source and execution last executed
 
     @classmethod
     def current(cls, workers: int | None = None) -> DistributedBackend:
@@ -177,14 +183,26 @@ class DistributedBackend(Backend):
 
     def execute(self, source: Source, execution: Execution, chunks: list[Chunk],
                 deliver: Callable[[ChunkOutput], None]) -> None:
-        from .engine import compute_distributed
+        from .engine import RemoteRun
 
-        if chunks:
-            compute_distributed(self.client, source, chunks, execution, deliver)
+        if not chunks:
+            return
+        if self._run is None or self._run.source_object is not source or self._run.execution is not execution:
+            self._close_run()
+            self._run = RemoteRun(self.client, source, execution)
+        self._run.execute(chunks, deliver)
+
+    def _close_run(self) -> None:
+        run, self._run = self._run, None
+        if run is not None:
+            run.close()
 
     def close(self) -> None:
-        if self.owns:
-            self.client.close()
+        try:
+            self._close_run()
+        finally:
+            if self.owns:
+                self.client.close()
 
 
 #: the backends by name, each made with the worker count (None: the default; a cluster has its own)

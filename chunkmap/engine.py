@@ -1,7 +1,8 @@
-"""Run chunks as a ``dask.bag``, one chunk per partition: the only module that imports dask.
+"""Run chunks as dask tasks, one chunk each: the only module that imports dask.
 
-Every backend's work is the same bag, ``from_sequence(chunks).map(task)``, so dask users see
-and compose it; :mod:`chunkmap.backends` says where the task evaluates a chunk. Its tasks are
+A local backend's work is a bag, ``from_sequence(chunks).map(task)``, so dask users see and
+compose it; a cluster's is the same tasks submitted in order; :mod:`chunkmap.backends` says where
+the task evaluates a chunk. Its tasks are
 named after the run's function, ``chunkmap-<name>-<token>`` (:func:`task_name`), so the dask
 dashboard shows what runs.
 
@@ -11,11 +12,13 @@ dashboard shows what runs.
   result until the whole graph is done, so returning the outputs would keep all of them alive
   at the end of the run, beside the result they are copied into (twice the result's memory,
   where the measured peak is 1.11x; ``benchmarks/README.md``).
-- :func:`compute_distributed` submits the bag to a cluster, its inputs and its execution
-  scattered once (the execution as :mod:`chunkmap.shipping` pickles it: the user's own modules
-  that the workers cannot import go by value); each dask worker evaluates its chunks in a
-  process pool of its own. Outputs come back as futures, each delivered and released as it
-  completes, so the client holds one at a time.
+- :class:`RemoteRun` submits the chunks to a cluster with ``client.map``, one task each in the
+  layout's order (the bag's partitions ran there as two unfused tasks per chunk, biggest
+  first), under the same names, its inputs and its execution scattered once per run (the execution as :mod:`chunkmap.shipping` pickles it: the user's own modules that
+  the workers cannot import go by value); each dask worker evaluates its chunks in a process
+  pool of its own. Outputs come back with their futures, gathered in the background and
+  delivered in batches as they complete, each released once delivered; the pilot's last chunks
+  run on while the rest of the run is submitted.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .plan import Chunk
 from .source import Source
 from .workers import underlying
 
-__all__ = ["compute_local", "compute_distributed", "task_name", "chunk_bag"]
+__all__ = ["compute_local", "RemoteRun", "task_name", "chunk_bag"]
 
 #: dask.utils.funcname keeps 50 characters of a task's name
 NAME_LENGTH = 50
@@ -122,10 +125,12 @@ class LocalTask:
                 self.deliver(output)
 
 
-def compute_distributed(
-    client: Any, source: Source, chunks: list[Chunk], execution: Execution, deliver: Callable[[ChunkOutput], None]
-) -> None:
-    """Evaluate ``chunks`` on ``client``'s cluster, delivering each output as it completes.
+class RemoteRun:
+    """One run's work on ``client``'s cluster: its source and execution scattered once, for every ``execute``.
+
+    Chunks still running when a ``deliver`` returned :data:`chunkmap.sizing.RELEASE` (the pilot
+    has measured enough) are carried over to the next :meth:`execute` listing them, which waits
+    for them instead of submitting them again: the pilot is no barrier across the cluster.
 
     Raises
     ------
@@ -133,27 +138,74 @@ def compute_distributed(
         Before any work: a worker cannot import a module the run needs, and it is not the
         user's own source (:func:`chunkmap.shipping.ship`).
     """
-    from distributed import as_completed
 
-    from .shipping import ship
+    def __init__(self, client: Any, source: Source, execution: Execution) -> None:
+        from .shipping import ship
 
-    shipped = ship(client, execution)
-    source, shipped = client.scatter([source, shipped], hash=False)
-    task = RemoteTask(task_name(execution.func))
-    futures = client.compute(chunk_bag(chunks, task.__name__).map(task, source, shipped).to_delayed())
-    try:
-        for future in as_completed(futures, loop=client.loop):
-            (output,) = future.result()
-            future.release()
-            deliver(output)
-            if execution.progress is not None:
-                execution.progress(output.unmasked)
-            if execution.cancelled.is_set():
-                return  # the caller's cancel=: the run raises; the futures left are cancelled below
-    finally:
-        client.cancel(futures)
-        source.release()
-        shipped.release()
+        self.client, self.execution, self.source_object = client, execution, source
+        self.task = RemoteTask(task_name(execution.func))
+        self.source, self.shipped = client.scatter([source, ship(client, execution)], hash=False)
+        self.carried: dict[Chunk, Any] = {}
+        self.chunks: dict[Any, Chunk] = {}  # of each future's key
+
+    def execute(self, chunks: list[Chunk], deliver: Callable[[ChunkOutput], Any]) -> None:
+        """Evaluate ``chunks``, delivering each output as it completes; ``deliver`` may return more chunks to run."""
+        from distributed import as_completed
+
+        from .sizing import RELEASE
+
+        carried = {chunk: self.carried.pop(chunk) for chunk in chunks if chunk in self.carried}
+        running = dict(carried)
+        running.update(self._submit([chunk for chunk in chunks if chunk not in carried]))
+        completed = as_completed(list(running.values()), with_results=True, loop=self.client.loop)
+        try:
+            for batch in completed.batches():
+                more: list[Chunk] = []
+                released = False
+                for future, result in batch:
+                    if future.status != "finished":
+                        future.result()  # raises the task's error (or its cancellation)
+                    output = result
+                    del running[self.chunks[future.key]]
+                    future.release()
+                    answer = deliver(output)
+                    if self.execution.progress is not None:
+                        self.execution.progress(output.unmasked)
+                    if answer is RELEASE:
+                        released = True
+                    elif answer:
+                        more += answer
+                if self.execution.cancelled.is_set():
+                    return  # the caller's cancel=: the run raises; the futures left are cancelled below
+                if released:
+                    self.carried.update(running)
+                    running.clear()
+                    return
+                if more:
+                    submitted = self._submit(more)
+                    running.update(submitted)
+                    completed.update(list(submitted.values()))
+        finally:
+            self.client.cancel(list(running.values()))
+
+    def _submit(self, chunks: list[Chunk]) -> dict[Chunk, Any]:
+        """Submit ``chunks`` in their order, one task each (a bag's partitions ran unfused, as two
+        tasks per chunk, and in an order putting the first, biggest chunks last: the layout's
+        shrinking tail ended with them)."""
+        if not chunks:
+            return {}
+        run = uuid.uuid4().hex
+        keys = [f"{self.task.__name__}-{chunk.index}-{run}" for chunk in chunks]
+        count = len(chunks)
+        futures = self.client.map(self.task, chunks, [self.source] * count, [self.shipped] * count, key=keys)
+        self.chunks.update(zip(keys, chunks))
+        return dict(zip(chunks, futures))
+
+    def close(self) -> None:
+        """Cancel the chunks carried over and release the scattered source and execution."""
+        futures = [*self.carried.values(), self.source, self.shipped]
+        self.carried.clear()
+        self.client.cancel(futures)  # a round trip: the scheduler has let go of them on return
 
 
 class RemoteTask:
@@ -166,14 +218,18 @@ class RemoteTask:
         return self.__name__
 
     def __call__(self, chunk: Chunk, source: Source, shipped: Any) -> ChunkOutput:
-        return remote_task(chunk, source, shipped.load())
+        return remote_task(chunk, source, shipped.load(), shipped.token)
 
     def __reduce__(self):
         return (RemoteTask, (self.__name__,))
 
 
-def remote_task(chunk: Chunk, source: Source, execution: Execution) -> ChunkOutput:
-    """Evaluate one chunk on a dask worker, in that worker's own process pool."""
+def remote_task(chunk: Chunk, source: Source, execution: Execution, run: str | None = None) -> ChunkOutput:
+    """Evaluate one chunk on a dask worker, in that worker's own process pool.
+
+    ``run`` (the token of the run's shipped execution) makes the pool's freshness checks once per
+    run on each worker instead of once per chunk (:func:`chunkmap.local.shared_pool`).
+    """
     from distributed import get_worker
 
     from .local import evaluate_chunk, shared_pool
@@ -182,4 +238,5 @@ def remote_task(chunk: Chunk, source: Source, execution: Execution) -> ChunkOutp
         size = get_worker().state.nthreads
     except ValueError:  # not inside a dask worker (e.g. the client's own process)
         size = 1
-    return source.finish(chunk, evaluate_chunk(chunk, source, execution, shared_pool(size, *execution.pool_key())))
+    pool = shared_pool(size, *execution.pool_key(), run=run)
+    return source.finish(chunk, evaluate_chunk(chunk, source, execution, pool))

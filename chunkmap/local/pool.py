@@ -316,11 +316,11 @@ class WorkerPool:
         self.close()
 
 
-_shared: dict[str, Any] = {"pool": None, "key": None, "code": None}
+_shared: dict[str, Any] = {"pool": None, "key": None, "code": None, "run": None}
 _shared_lock = threading.Lock()
 
 
-def shared_pool(size: int, setup: str | None = None, preload: tuple[str, ...] = ()) -> WorkerPool:
+def shared_pool(size: int, setup: str | None = None, preload: tuple[str, ...] = (), run: str | None = None) -> WorkerPool:
     """The process-wide pool of ``size`` workers, started on first use and reused across runs.
 
     Workers inherit the environment of the moment they start: when ``os.environ`` or
@@ -330,17 +330,22 @@ def shared_pool(size: int, setup: str | None = None, preload: tuple[str, ...] = 
     the run's :class:`~chunkmap.workers.Setup`: a run with another setup (or none, after one) gets
     fresh workers, so that no state from an earlier setup leaks into its calls. ``preload`` names
     the modules the workers' template imports before forking them (the function's); another
-    preload gets another pool.
+    preload gets another pool. ``run`` names a run whose chunks ask one by one (on a dask worker):
+    the checks, a scan of ``sys.modules`` and the environment, are made on its first call only,
+    and its later calls get that pool while it is open.
     """
-    key = (size, setup, tuple(preload), tuple(sorted(os.environ.items())), tuple(sys.path))
     with _shared_lock:
         pool = _shared["pool"]
+        if run is not None and pool is not None and _shared["run"] == run and not pool._closed:
+            return pool
+        key = (size, setup, tuple(preload), tuple(sorted(os.environ.items())), tuple(sys.path))
         if pool is not None and (_shared["key"] != key or _shared["code"].changed()):
             pool.close()
             pool = None
         if pool is None:
             pool = WorkerPool(size, tuple(preload))
             _shared.update(pool=pool, key=key, code=CodeState.now())
+        _shared["run"] = run
         return pool
 
 
@@ -349,7 +354,7 @@ def shutdown() -> None:
     with _shared_lock:
         if _shared["pool"] is not None:
             _shared["pool"].close()
-        _shared.update(pool=None, key=None)
+        _shared.update(pool=None, key=None, run=None)
 
 
 atexit.register(shutdown)
