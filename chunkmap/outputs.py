@@ -6,10 +6,10 @@ checkpoint and to the progress count.
 numpy only. The arrays are allocated once, one slot per unmasked element (a chunk's slots are
 known before it runs), and each chunk's flat indices and values are written into its slots as it
 completes: nothing grows during a run, and no list of per-chunk results is kept to concatenate
-at the end. When the result is built, slots of failed elements are squeezed out in place and
-the coordinates are unravelled into the flat indices' memory in the same pass
-(:func:`compact_unravel`), so the peak is the result itself (its coordinates, values and packed
-failures).
+at the end. Each chunk's coordinates are unravelled into its slots as it arrives (in the threads
+delivering outputs, while workers compute), and when the result is built the slots of failed
+elements are squeezed out in place: the peak is the result itself (its coordinates, values and
+packed failures).
 
 With several outputs (``run(..., outputs=)``) each chunk's values come as one structured array
 (:mod:`chunkmap.fields`) and each output gets its own contiguous slots: the result's arrays are
@@ -35,19 +35,17 @@ if TYPE_CHECKING:
     from .checkpoint import RunCheckpoint
     from .progress import Progress
 
-__all__ = ["Outputs", "Delivery", "compact_unravel"]
+__all__ = ["Outputs", "Delivery", "compact", "unravel_into"]
 
-#: slots squeezed and unravelled per step at the end of a run: 32k (256 kB of flat indices) stay in
-#: cache, which halves the time of a compaction then a whole-array unravel (9M elements: 50 vs 110 ms)
+#: slots moved per step of the final in-place compaction: 32k (256 kB per array) stay in cache
 COMPACT_BLOCK = 1 << 15
 
 
 class Outputs:
     """The growing result of a run.
 
-    Each slot holds the flat index of its element (-1 once the element failed) and, when it
-    was computed, its value (one per output of ``names``); the coordinates are derived from the
-    flat indices once, at the end, in the memory of the flat indices themselves.
+    Each slot holds the coordinates of its element (the first axis's is -1 once the element
+    failed) and, when it was computed, its value (one per output of ``names``).
 
     Examples
     --------
@@ -68,7 +66,9 @@ class Outputs:
         self.names = names
         sizes = np.array([chunk.size for chunk in chunks], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.flat_index = np.empty(int(self.offsets[-1]), np.int64)
+        slots = int(self.offsets[-1])
+        #: one array per axis (a 0-d run's one element: a column of zeros), written as chunks arrive
+        self.coords = [np.empty(slots, np.intp) for _ in range(max(len(shape), 1))]
         self.values: list[np.ndarray | None] = [None] * (1 if names is None else len(names))  #: one per output
         self.completed = np.zeros(len(chunks), bool)
         self._failures: dict[int, tuple[FailureRecords, np.ndarray]] = {}
@@ -80,15 +80,16 @@ class Outputs:
         first = int(self.offsets[output.index])
         computed = evaluation.status == COMPUTED
         failures = evaluation.failures
+        span = slice(first, first + len(computed))
+        unravel_into(output.flat_index, self.shape, [axis[span] for axis in self.coords])  # numpy frees the GIL
+        if len(failures):
+            self.coords[0][span][~computed] = -1
         with self._lock:
-            slots = self.flat_index[first : first + len(computed)]
-            slots[:] = output.flat_index
             if len(evaluation.values):
                 for number, values in enumerate(columns(evaluation.values, self.names)):
                     self._ensure_dtype(number, values.dtype)
                     self.values[number][first : first + len(computed)][computed] = values
             if len(failures):
-                slots[~computed] = -1
                 self._failures[output.index] = (
                     dataclasses.replace(failures, positions=output.flat_index[failures.positions]),
                     evaluation.status[failures.positions],
@@ -99,7 +100,7 @@ class Outputs:
         """Output ``number``'s slots made, or promoted, to hold values of ``dtype``."""
         slots = self.values[number]
         if slots is None:
-            self.values[number] = np.empty(len(self.flat_index), dtype)
+            self.values[number] = np.empty(len(self.coords[0]), dtype)
         elif np.result_type(slots.dtype, dtype) != slots.dtype:
             self.values[number] = slots.astype(np.result_type(slots.dtype, dtype))
 
@@ -109,12 +110,12 @@ class Outputs:
         The slots' memory becomes the result's: failed slots are squeezed out in place, the
         arrays shrunk to what is left, and the coordinates unravelled into the flat indices.
         """
-        flat_index, self.flat_index = self.flat_index, np.empty(0, np.int64)
-        values = [slots if slots is not None else np.empty(len(flat_index), np.float64) for slots in self.values]
+        coords, self.coords = self.coords, []
+        values = [slots if slots is not None else np.empty(len(coords[0]), np.float64) for slots in self.values]
         self.values = [None] * len(values)
-        kept, coords = compact_unravel(flat_index, values, self.shape)
-        coords = tuple(_shrunk(axis, kept) for axis in coords)
-        values = [_shrunk(slots, kept) for slots in values]
+        if self._failures:
+            kept = compact(coords[0], [*coords[1:], *values])
+            coords, values = [_shrunk(axis, kept) for axis in coords], [_shrunk(slots, kept) for slots in values]
         parts = [self._failures.pop(index) for index in sorted(self._failures)]
         records = FailureRecords.concat([records for records, _ in parts])
         statuses = np.concatenate([np.empty(0, np.uint8), *(statuses for _, statuses in parts)])
@@ -123,7 +124,7 @@ class Outputs:
         failures = Failures.from_records(self.shape, records, codes, [KINDS[status] for status in FAILING])
         release_free_memory()
         outputs = values[0] if self.names is None else dict(zip(self.names, values))
-        return Result(self.shape, coords, outputs, failures)
+        return Result(self.shape, tuple(coords) if self.shape else (), outputs, failures)
 
 
 class Delivery:
@@ -170,53 +171,47 @@ class Delivery:
 FAILING = np.array(sorted(KINDS), np.uint8)
 
 
-def compact_unravel(flat_index: np.ndarray, values: Sequence[np.ndarray], shape: tuple[int, ...],
-                    block: int = COMPACT_BLOCK) -> tuple[int, tuple[np.ndarray, ...]]:
-    """Squeeze the slots whose flat index is -1 out, in place, and unravel the rest into coordinates.
+def compact(flat_index: np.ndarray, values: Sequence[np.ndarray], block: int = COMPACT_BLOCK) -> int:
+    """Squeeze the slots where ``flat_index`` is negative out of it and each of ``values``, in place.
 
-    One pass over blocks of ``block`` slots (small enough to stay in cache): each block's kept
-    values move down in each of ``values``, and its kept flat indices become coordinates, the
-    first axis written over ``flat_index`` itself (C order, like ``np.unravel_index``).
+    Returns the count kept.
 
-    Returns
-    -------
-    kept : int
-        How many slots are kept: the first ``kept`` of ``flat_index`` and each of ``values``.
-    coords : tuple of ndarray of intp
-        One array per axis of ``shape`` (the first is ``flat_index``); their first ``kept`` hold
-        the kept elements' coordinates.
-
-    Examples
-    --------
-    >>> flat, values = np.array([0, -1, 5, 7]), np.array([1.0, 2.0, 3.0, 4.0])
-    >>> kept, coords = compact_unravel(flat, [values], (2, 4))
-    >>> kept, [axis[:kept].tolist() for axis in coords], values[:kept].tolist()
-    (3, [[0, 1, 1], [0, 1, 3]], [1.0, 3.0, 4.0])
+    >>> marks, values = np.array([0, -1, 5, 7]), np.array([1.0, 2.0, 3.0, 4.0])
+    >>> kept = compact(marks, [values])
+    >>> kept, marks[:kept].tolist(), values[:kept].tolist()
+    (3, [0, 5, 7], [1.0, 3.0, 4.0])
     """
-    length = len(flat_index)
-    trailing = [np.empty(length, np.intp) for _ in shape[1:]]
-    keep = np.empty(min(block, length), bool)
-    quotient = np.empty(min(block, length), np.int64)
     written = 0
-    for start in range(0, length, block):
-        part = flat_index[start : start + block]
-        keeps = np.greater_equal(part, 0, out=keep[: len(part)])
-        kept_flat = part[keeps]  # a copy: the block's kept flat indices
-        count = len(kept_flat)
-        if not count:
-            continue
-        target = slice(written, written + count)
-        for array in values:
-            array[target] = array[start : start + block][keeps]
-        for axis, size in zip(trailing[::-1], shape[:0:-1]):
-            whole = np.floor_divide(kept_flat, size, out=quotient[:count])
-            np.multiply(whole, size, out=axis[target])
-            np.subtract(kept_flat, axis[target], out=axis[target])  # the remainder, without a second division
-            kept_flat[:] = whole
-        flat_index[target] = kept_flat
-        written += count
-    first = flat_index if flat_index.dtype == np.intp else flat_index.view(np.intp)
-    return written, (first, *trailing) if shape else ()
+    for start in range(0, len(flat_index), block):
+        keep = flat_index[start : start + block] >= 0
+        kept = int(np.count_nonzero(keep))
+        if kept:
+            for array in (flat_index, *values):
+                array[written : written + kept] = array[start : start + block][keep]
+        written += kept
+    return written
+
+
+def unravel_into(flat_index: np.ndarray, shape: tuple[int, ...], out: Sequence[np.ndarray]) -> None:
+    """Write the coordinates of C-order flat indices into ``out``, one array per axis, as ``np.unravel_index``.
+
+    A 0-d ``shape`` writes zeros into ``out[0]``. Each remainder is taken as ``flat - q * size``:
+    one division per axis, not two.
+
+    >>> out = [np.empty(3, np.intp), np.empty(3, np.intp)]
+    >>> unravel_into(np.array([0, 5, 7]), (2, 4), out)
+    >>> [axis.tolist() for axis in out]
+    [[0, 1, 1], [0, 1, 3]]
+    """
+    if len(shape) <= 1:
+        out[0][:] = flat_index if shape else 0
+        return
+    remaining = flat_index
+    for number in range(len(shape) - 1, 0, -1):
+        quotient = np.floor_divide(remaining, shape[number], out=out[0] if number == 1 else None)
+        np.multiply(quotient, shape[number], out=out[number])
+        np.subtract(remaining, out[number], out=out[number])
+        remaining = quotient
 
 
 def _shrunk(array: np.ndarray, length: int) -> np.ndarray:

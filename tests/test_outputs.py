@@ -8,27 +8,34 @@ from hypothesis import strategies as st
 
 from chunkmap import outputs
 from chunkmap.failures import FailureRecords
-from chunkmap.outputs import compact_unravel
+from chunkmap.outputs import compact, unravel_into
+
+
+@settings(max_examples=200)
+@given(keep=st.lists(st.booleans(), max_size=100), block=st.integers(1, 9))
+def test_compact_equals_boolean_indexing_in_place(keep, block):
+    keep = np.array(keep, bool)
+    flat = np.where(keep, np.arange(len(keep)) * 3, -1)
+    values = [np.arange(len(keep), dtype=np.float64) * 1.5, np.arange(len(keep))]
+    expected = [flat[keep], *(array[keep] for array in values)]
+    kept = compact(flat, values, block)
+    assert kept == np.count_nonzero(keep)
+    for got, wanted in zip([flat, *values], expected):
+        np.testing.assert_array_equal(got[:kept], wanted)
 
 
 @settings(max_examples=300)
-@given(shape=st.lists(st.integers(1, 6), min_size=0, max_size=4), block=st.integers(1, 9), data=st.data())
-def test_compact_unravel_equals_boolean_indexing_then_numpy(shape, block, data):
+@given(shape=st.lists(st.integers(1, 6), min_size=0, max_size=4), data=st.data())
+def test_unravel_into_equals_numpy(shape, data):
     size = int(np.prod(shape))
-    flat = np.array(data.draw(st.lists(st.integers(-1, size - 1), max_size=40)), np.int64)
-    values = [np.arange(len(flat), dtype=np.float64) * 1.5, np.arange(len(flat))]
-    keep = flat >= 0
-    expected_values = [array[keep] for array in values]
-    expected_coords = np.unravel_index(flat[keep], shape) if shape else ()
-    kept, coords = compact_unravel(flat, values, tuple(shape), block)
-    assert kept == np.count_nonzero(keep) and len(coords) == len(shape)
-    for got, expected in zip(values, expected_values):
-        np.testing.assert_array_equal(got[:kept], expected)
-    for axis, expected_axis in zip(coords, expected_coords):
-        np.testing.assert_array_equal(axis[:kept], expected_axis)
-        assert axis.dtype == np.intp
-    if shape and len(flat):
-        assert np.shares_memory(coords[0], flat)
+    flat = np.array(data.draw(st.lists(st.integers(0, size - 1), max_size=30)), np.int64)
+    expected = np.unravel_index(flat, shape) if shape else (np.zeros(len(flat), np.intp),)
+    out = [np.full(len(flat), 99, np.intp) for _ in range(max(len(shape), 1))]
+    given_flat = flat.copy()
+    unravel_into(flat, tuple(shape), out)
+    np.testing.assert_array_equal(flat, given_flat)  # the chunk's flat indices are left as they were
+    for axis, expected_axis in zip(out, expected):
+        np.testing.assert_array_equal(axis, expected_axis)
 
 
 def test_result_takes_over_the_slots_memory():
@@ -37,12 +44,12 @@ def test_result_takes_over_the_slots_memory():
 
     chunks = [Chunk(0, 0, 4, 4)]
     collected = outputs.Outputs((2, 2), chunks)
-    slots = collected.flat_index
+    slots = collected.coords
     status = np.array([0, 1, 0, 0], np.uint8)
     failures = FailureRecords.from_tuples([(1, "Boom", "x")])
     collected.add(ChunkOutput(0, np.arange(4), Evaluation(status, np.array([1.0, 2.0, 3.0]), failures)))
     result = collected.result()
-    assert np.shares_memory(result.coords[0], slots)  # the first axis is the slots, unravelled
+    assert all(np.shares_memory(axis, slot) for axis, slot in zip(result.coords, slots))  # compacted in place
     assert [axis.tolist() for axis in result.coords] == [[0, 1, 1], [0, 0, 1]]
     assert result.values.tolist() == [1.0, 2.0, 3.0]
     assert [(f.coords, f.kind, f.type, f.message) for f in result.failures] == [((0, 1), "exception", "Boom", "x")]

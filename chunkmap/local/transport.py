@@ -171,7 +171,7 @@ def chunk_inputs(source: ArraySource, start: int, stop: int) -> tuple[np.ndarray
     """
     if source.readable_elsewhere():
         return source.flat_index(start, stop), SourceSlice.of(source, start, stop)
-    flats = source.flat_arrays()
+    flats = source.flat_arrays() if isinstance(source, ArraySource) else None  # a lazy run's boxes are gathered
     if flats is not None:
         flat_index = source.flat_index(start, stop)
         return flat_index, IndexedColumns(flats, flat_index)
