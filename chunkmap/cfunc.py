@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from ._extensions import load
-from .errors import CError, CPointerError, NotPicklableError, SignatureError
+from .errors import CError, CPointerError, NotPicklableError, OptionError, SignatureError
 from .failures import FailureRecords
 
 __all__ = ["CFunction", "Signature", "cfunc", "parse_signature", "EXTENSION", "run_to_end"]
@@ -273,6 +273,8 @@ def cfunc(function: Any, signature: str, *, errors: Mapping[int, str] | None = N
         ``signature`` is not one of the supported forms, or contradicts the ctypes prototype's.
     CPointerError
         ``function`` is not a C function pointer (or is NULL, or points to no executable code).
+    OptionError
+        ``errors`` is not a mapping of int codes.
 
     Examples
     --------
@@ -282,6 +284,9 @@ def cfunc(function: Any, signature: str, *, errors: Mapping[int, str] | None = N
     (750, True)
     """
     parsed = parse_signature(signature)
+    if errors is not None and not (isinstance(errors, Mapping) and all(isinstance(code, int) for code in errors)):
+        raise OptionError(f"errors must map int error codes to what they mean, e.g. {{1: 'out of domain'}}; got "
+                          f"{type(errors).__name__} {errors!r:.80}")
     numba = None
     kind = type(function).__module__ or ""
     if isinstance(function, int) and not isinstance(function, bool):
@@ -371,8 +376,20 @@ def _file_state(path: str) -> tuple[int, int]:
     return status.st_size, status.st_mtime_ns
 
 
+#: the functions unpickled in this process, by their pickled arguments (a worker gets one per chunk)
+_FOUND: dict[tuple, CFunction] = {}
+
+
 def _from_library(path: str, name: str, signature: str, errors: Mapping[int, str], state: tuple[int, int]) -> CFunction:
     """The function ``name`` of the library at ``path``, looked up again (in a worker process)."""
+    key = (path, name, signature, tuple(sorted(errors.items())), tuple(state))
+    found = _FOUND.get(key)
+    if found is None or _file_state(path) != tuple(state):
+        found = _FOUND[key] = _look_up(path, name, signature, errors, state)
+    return found
+
+
+def _look_up(path: str, name: str, signature: str, errors: Mapping[int, str], state: tuple[int, int]) -> CFunction:
     try:
         found = _file_state(path) == tuple(state)
         library = ctypes.CDLL(path)

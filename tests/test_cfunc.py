@@ -314,3 +314,19 @@ def test_a_numba_cfunc_runs_everywhere_and_compiles_again_in_workers():
     for scheduler in ["threads", "processes"]:
         result = chunkmap.run(f, a, b, scheduler=scheduler, progress=False)
         np.testing.assert_array_equal(result.values, (2.0 * a + b).ravel())
+
+
+def test_a_checkpoint_resumes_a_cfunc_run_and_keeps_runs_of_other_functions_apart(tmp_path):
+    a, b = inputs((10, 30))
+    options = dict(skip=CError, scheduler="sync", chunks=100, progress=False, checkpoint=tmp_path)
+    first = chunkmap.run(stub.compute(), a, b, **options)
+    again = chunkmap.run(pickle.loads(pickle.dumps(stub.compute())), a, b, **options)
+    assert again.stats.resumed == a.size and again.values.tolist() == first.values.tolist()
+    with pytest.warns(chunkmap.errors.CheckpointWarning, match="differs in: the function"):
+        other = chunkmap.run(chunkmap.cfunc(LIBM.fmax, "double(double, double)"), a, b, **options)
+    assert other.stats.resumed == 0
+
+
+def test_errors_must_map_codes():
+    with pytest.raises(chunkmap.errors.OptionError, match="errors must map int error codes"):
+        chunkmap.cfunc(LIBM.fmax, "double(double, double)", errors=str)
