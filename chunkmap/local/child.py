@@ -18,6 +18,7 @@ import os
 import pickle
 import signal
 import sys
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 import numpy as np
@@ -26,6 +27,7 @@ from ..errors import SetupError
 from ..kernel import COMPUTED, ElementFailure, Evaluation, evaluate_columns
 from ..system import die_with_parent, release_free_memory
 from ..workers import mark_worker_process, run_setup_once
+from .transport import SharedColumns, SourceSlice, send_back
 
 HEARTBEAT_BYTES = 8
 #: the environment variable that hands a new worker (or template) the pool's ``sys.path``, as JSON
@@ -39,7 +41,8 @@ def serve(requests: Connection, responses: Connection, heartbeat: np.ndarray) ->
     """Answer requests until the parent closes the pipe.
 
     Each request is ``(func, skip, kwargs, setup, outputs, inputs)``; each response one of
-    ``("done", evaluation)``, ``("raised", failure, cause)`` (``func`` raised outside ``skip``, or
+    ``("done", evaluation)`` (or ``("done", evaluation, layout)``: its status and values were written
+    back into the request's shared buffer, where the layout says), ``("raised", failure, cause)`` (``func`` raised outside ``skip``, or
     returned a value that cannot be pickled), ``("setup", error)`` (the setup or a per-worker
     factory raised) and ``("interrupt", exception)`` (``func`` raised KeyboardInterrupt or
     SystemExit, which the parent raises in turn, as ``sync`` would).
@@ -55,7 +58,7 @@ def serve(requests: Connection, responses: Connection, heartbeat: np.ndarray) ->
         length = len(columns[0]) if columns else 0
         try:
             run_setup_once(setup)
-            response = ("done", evaluate_columns(func, columns, skip, kwargs, heartbeat, outputs))
+            response = _done(evaluate_columns(func, columns, skip, kwargs, heartbeat, outputs), shared)
         except ElementFailure as failure:
             response = ("raised", failure, _picklable(failure.__cause__))
         except SetupError as error:
@@ -66,6 +69,18 @@ def serve(requests: Connection, responses: Connection, heartbeat: np.ndarray) ->
         del response, columns
         if length >= TRIM_AFTER:
             release_free_memory()  # a large chunk's arrays: keep the footprint to one chunk
+
+
+def _done(evaluation: Evaluation, shared: SharedColumns | SourceSlice) -> tuple:
+    """The response for a finished evaluation: its status and values written back over the request's
+    shared columns when they fit (:func:`~chunkmap.local.transport.send_back`), else in the pipe."""
+    layout = send_back(shared, [evaluation.status, evaluation.values])
+    if layout is None:
+        return ("done", evaluation)
+    return ("done", replace(evaluation, status=_NOTHING, values=_NOTHING), layout)
+
+
+_NOTHING = np.empty(0, np.uint8)
 
 
 def _dumps(response: tuple, columns: list[np.ndarray]) -> bytes:

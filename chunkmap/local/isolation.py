@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from dataclasses import replace
 from typing import Any
 
 import cloudpickle
@@ -27,7 +28,8 @@ from ..kernel import CRASH, TIMEOUT, ChunkOutput, ElementFailure, Evaluation, Ex
 from ..plan import Chunk
 from ..source import ArraySource
 from .pool import WorkerDied, WorkerHung, WorkerOverMemory, WorkerPool, describe_exit, exit_name
-from .transport import ChunkInputs, IndexedColumns, SourceSlice, chunk_inputs, inputs_length, request
+from .transport import (ChunkInputs, IndexedColumns, InputBuffer, SourceSlice, chunk_inputs, inputs_length, request,
+                        take_back)
 
 __all__ = ["evaluate_chunk", "evaluate_isolated"]
 
@@ -106,6 +108,7 @@ def evaluate_isolated(inputs: ChunkInputs, execution: Execution, pool: WorkerPoo
             response = worker.evaluate(payload, execution.timeout, execution.cancelled,
                                        lambda position: advance(start + position), execution.max_memory)
             worker.calls += stop - start
+            kind, *rest = _reply(response, pool.buffers[worker.slot])  # before the slot's buffer serves again
             if worker_is_spent(worker, execution):
                 worker = pool.replace(worker, gently=True)
         except WorkerDied as death:
@@ -143,13 +146,21 @@ def evaluate_isolated(inputs: ChunkInputs, execution: Execution, pool: WorkerPoo
             raise
         finally:
             pool.release(worker)
-        kind, *rest = pickle.loads(response)
         if kind == "done":
             parts.append((start, rest[0]))
             advance(stop)
         else:
             _raise(kind, rest, start)
     return Evaluation.join(parts, length)
+
+
+def _reply(response: bytes, buffer: InputBuffer) -> tuple:
+    """A worker's response, with the status and values it wrote back into ``buffer`` copied out of it."""
+    reply = pickle.loads(response)
+    if reply[0] == "done" and len(reply) == 3:
+        status, values = take_back(buffer, reply[2])
+        return ("done", replace(reply[1], status=status, values=values))
+    return reply
 
 
 def _raise(kind: str, rest: list[Any], start: int) -> None:

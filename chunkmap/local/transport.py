@@ -29,27 +29,66 @@ from ..shm import SharedArray
 from ..source import ArraySource
 
 __all__ = ["SharedColumns", "InputBuffer", "IndexedColumns", "SourceSlice", "ChunkInputs", "chunk_inputs",
-           "inputs_length", "request"]
+           "inputs_length", "request", "Layout", "send_back", "take_back"]
 
 ALIGNMENT = 64
 
 
+#: where arrays lie in a shared buffer: ``(offset, dtype, length)`` each
+Layout = tuple[tuple[int, str, int], ...]
+
+
+def _laid_out(dtypes: Sequence[np.dtype], lengths: Sequence[int]) -> tuple[Layout, int]:
+    """Aligned places for arrays of these dtypes and lengths, one after the other, and the bytes they take."""
+    layout, size = [], 0
+    for dtype, length in zip(dtypes, lengths):
+        size = -(-size // ALIGNMENT) * ALIGNMENT
+        layout.append((size, dtype.str, length))
+        size += dtype.itemsize * length
+    return tuple(layout), size
+
+
+def _views(data: np.ndarray, layout: Layout) -> list[np.ndarray]:
+    return [np.frombuffer(data, np.dtype(dtype), count=length, offset=offset) for offset, dtype, length in layout]
+
+
 @dataclass(frozen=True)
 class SharedColumns:
-    """Columns stored in a shared buffer: ``(offset, dtype, length)`` each. Pickles small."""
+    """Columns stored in a shared buffer, as its :data:`Layout` says. Pickles small."""
 
     buffer: SharedArray
-    layout: tuple[tuple[int, str, int], ...]
+    layout: Layout
 
     def columns(self) -> list[np.ndarray]:
         """The columns as read-only views on this process's mapping of the buffer."""
-        data = self.buffer.array
-        columns = []
-        for offset, dtype, length in self.layout:
-            column = np.frombuffer(data, dtype=np.dtype(dtype), count=length, offset=offset)
+        columns = _views(self.buffer.array, self.layout)
+        for column in columns:
             column.flags.writeable = False
-            columns.append(column)
         return columns
+
+
+def send_back(shared: SharedColumns | SourceSlice, arrays: Sequence[np.ndarray]) -> Layout | None:
+    """In the worker: write ``arrays`` (an evaluation's status and values) over the request's columns,
+    for the parent to copy out (:func:`take_back`) instead of reading them through the pipe.
+
+    None, and nothing written, when the request carried no shared buffer, an array holds Python
+    objects, or they do not fit in the buffer. The columns must not be read afterwards.
+    """
+    if not isinstance(shared, SharedColumns) or any(array.dtype.hasobject for array in arrays):
+        return None
+    layout, size = _laid_out([array.dtype for array in arrays], [len(array) for array in arrays])
+    data = shared.buffer.array
+    if size > len(data):
+        return None
+    for view, array in zip(_views(data, layout), arrays):
+        view[:] = array
+    return layout
+
+
+def take_back(buffer: InputBuffer, layout: Layout) -> list[np.ndarray]:
+    """In the parent: copies of the arrays a worker wrote into ``buffer`` (:func:`send_back`), before the
+    buffer's slot serves another request."""
+    return [view.copy() for view in _views(buffer.shared.array, layout)]
 
 
 class InputBuffer:
@@ -86,15 +125,16 @@ class InputBuffer:
 
     def _columns(self, dtypes: Sequence[np.dtype], length: int) -> tuple[SharedColumns, list[np.ndarray]]:
         """Room for a column of ``length`` per dtype: where they are, and writable views on them."""
-        layout, size = [], 0
-        for dtype in dtypes:
-            size = -(-size // ALIGNMENT) * ALIGNMENT
-            layout.append((size, dtype.str, length))
-            size += dtype.itemsize * length
+        layout, size = _laid_out(dtypes, [length] * len(dtypes))
         shared = self._reserve(size)
-        data = shared.array
-        views = [np.frombuffer(data, np.dtype(dtype), count=length, offset=offset) for offset, dtype, length in layout]
-        return SharedColumns(shared, tuple(layout)), views
+        return SharedColumns(shared, layout), _views(shared.array, layout)
+
+    @property
+    def shared(self) -> SharedArray:
+        """The buffer's current segment (the one the last request named)."""
+        if self._shared is None:
+            raise ValueError("this input buffer holds nothing: no request was made with it")
+        return self._shared
 
     def _reserve(self, size: int) -> SharedArray:
         if self._shared is None or self._shared.nbytes < size:
