@@ -253,7 +253,7 @@ class CFunction:
         return ("library", self.library, file_digest(self.library), self.name, self.signature.text, errors)
 
 
-def cfunc(function: Any, signature: str, *, errors: Mapping[int, str] | None = None) -> CFunction:
+def cfunc(function: Any, signature: str | None = None, *, errors: Mapping[int, str] | None = None) -> CFunction:
     """A C function pointer as a :class:`CFunction`, which :func:`chunkmap.run` calls from C over each chunk.
 
     Parameters
@@ -261,16 +261,18 @@ def cfunc(function: Any, signature: str, *, errors: Mapping[int, str] | None = N
     function : ctypes function, cffi function pointer, numba ``cfunc`` or int
         The C function: ``ctypes.CDLL(path).name``, a ``CFUNCTYPE`` instance, ``lib.name`` of cffi,
         a ``@numba.cfunc``, or its address as an int.
-    signature : str
+    signature : str, optional
         Its C signature, e.g. ``"double(double, double)"`` or ``"int(double, double, int64*)"``
-        (see :mod:`chunkmap.cfunc`).
+        (see :mod:`chunkmap.cfunc`). Optional when the pointer declares its own (a ctypes
+        prototype with ``argtypes``, a cffi function, a numba cfunc), which it must then equal.
     errors : mapping of int to str, optional
         What each error code means (for ``result.failures`` messages), e.g. ``{1: "out of domain"}``.
 
     Raises
     ------
     SignatureError
-        ``signature`` is not one of the supported forms, or contradicts the ctypes prototype's.
+        ``signature`` is not one of the supported forms, contradicts the pointer's own, or is
+        missing for a pointer without one (a plain ``CDLL`` attribute, an int address).
     CPointerError
         ``function`` is not a C function pointer (or is NULL, or points to no executable code).
     OptionError
@@ -283,7 +285,7 @@ def cfunc(function: Any, signature: str, *, errors: Mapping[int, str] | None = N
     >>> compute(0.5, 0.25), compute.library == stub.library_path()
     (750, True)
     """
-    parsed = parse_signature(signature)
+    parsed = _signature(function, signature)
     if errors is not None and not (isinstance(errors, Mapping) and all(isinstance(code, int) for code in errors)):
         raise OptionError(f"errors must map int error codes to what they mean, e.g. {{1: 'out of domain'}}; got "
                           f"{type(errors).__name__} {errors!r:.80}")
@@ -292,7 +294,6 @@ def cfunc(function: Any, signature: str, *, errors: Mapping[int, str] | None = N
     if isinstance(function, int) and not isinstance(function, bool):
         address, keep = function, None
     elif isinstance(function, ctypes._CFuncPtr):
-        _check_prototype(function, parsed)
         address, keep = ctypes.cast(function, ctypes.c_void_p).value or 0, function
     elif kind.startswith("numba."):
         address, keep = int(getattr(function, "address", 0)), function
@@ -335,19 +336,39 @@ def _name(function: Any, address: int) -> str:
     return f"cfunction_{address:x}"
 
 
-def _check_prototype(function: Any, signature: Signature) -> None:
-    """A ctypes prototype that declares its types must agree with ``signature``."""
-    declared = getattr(function, "argtypes", None)
-    if declared is None:
-        return  # a plain CDLL attribute: nothing declared
-    expected = signature.prototype()
-    restype = getattr(function, "restype", None)
-    if [_ctype(t) for t in (restype, *declared)] != [_ctype(t) for t in (expected._restype_, *expected._argtypes_)]:
-        raise SignatureError(
-            f"the signature {signature.text!r} contradicts the ctypes prototype of {function!r:.80} (argtypes "
-            f"{[t.__name__ for t in declared]}, restype {getattr(restype, '__name__', restype)}); give the signature "
-            f"the C function really has"
-        )
+def _signature(function: Any, signature: str | None) -> Signature:
+    """``signature`` parsed, checked against the one ``function`` declares (if any), or that one."""
+    declared = _declared(function)
+    if signature is None and declared is None:
+        raise SignatureError(f"cfunc() needs the signature of {function!r:.80}, which does not declare one: e.g. "
+                             f"cfunc(pointer, 'double(double, double)')")
+    parsed = parse_signature(signature if signature is not None else declared)
+    if declared is not None and parse_signature(declared).text != parsed.text:
+        raise SignatureError(f"the signature {signature!r} contradicts the one {function!r:.80} declares, "
+                             f"{declared!r}; give the signature the C function really has")
+    return parsed
+
+
+def _declared(function: Any) -> str | None:
+    """The signature a ctypes prototype, a cffi function or a numba cfunc declares, as text; None if none."""
+    module = type(function).__module__ or ""
+    if isinstance(function, ctypes._CFuncPtr):
+        if getattr(function, "argtypes", None) is None:
+            return None  # a plain CDLL attribute: nothing declared
+        names = [_ctype(t) for t in (function.restype, *function.argtypes)]
+    elif module.startswith("numba.") and hasattr(function, "_sig"):
+        names = [str(t) for t in (function._sig.return_type, *function._sig.args)]
+    elif module.startswith("_cffi_backend"):
+        import cffi
+
+        ctype = cffi.FFI().typeof(function)
+        ctype = ctype.item if ctype.kind == "pointer" else ctype
+        if ctype.kind != "function":
+            return None  # not a function pointer: refused below
+        names = [t.cname for t in (ctype.result, *ctype.args)]
+    else:
+        return None
+    return f"{names[0]}({', '.join(names[1:])})"
 
 
 def _ctype(ctype: Any) -> str:

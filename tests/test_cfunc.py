@@ -232,9 +232,15 @@ def test_bad_signatures_say_what_is_expected(text):
         chunkmap.cfunc(LIBM.fmax, text)
 
 
-def test_a_signature_contradicting_the_ctypes_prototype():
-    with pytest.raises(SignatureError, match="contradicts the ctypes prototype"):
+def test_a_signature_is_checked_against_the_pointers_own_or_taken_from_it():
+    with pytest.raises(SignatureError, match=r"contradicts the one .* declares, 'int\(double, double, int64\*\)'"):
         chunkmap.cfunc(stub.library().slowlib_compute, "int(double, double, double*)")
+    assert chunkmap.cfunc(stub.library().slowlib_compute).signature.text == "int(double, double, int64*)"
+    assert chunkmap.cfunc(CODED).signature.text == "int(double, double*)"
+    with pytest.raises(SignatureError, match="needs the signature of"):
+        chunkmap.cfunc(LIBM.fmax)  # a plain CDLL attribute declares nothing
+    with pytest.raises(SignatureError, match="needs the signature of"):
+        chunkmap.cfunc(address(LIBM.fmax))
 
 
 @pytest.mark.parametrize("function, message", [
@@ -255,6 +261,9 @@ def test_ctypes_cffi_and_address_forms_find_the_same_function():
     signature = "int(double, double, int64*)"
     forms = [stub.library().slowlib_compute, lib.slowlib_compute, address(stub.library().slowlib_compute)]
     wrapped = [chunkmap.cfunc(form, signature) for form in forms]
+    assert chunkmap.cfunc(lib.slowlib_compute).signature.text == signature  # cffi declares it
+    with pytest.raises(SignatureError, match="contradicts"):
+        chunkmap.cfunc(lib.slowlib_compute, "int64(double, double)")
     assert {(f.address, f.library, f.name) for f in wrapped} == {
         (address(stub.library().slowlib_compute), stub.library_path(), "slowlib_compute")}
     a, b = inputs((10, 10))
@@ -310,6 +319,9 @@ def test_a_numba_cfunc_runs_everywhere_and_compiles_again_in_workers():
 
     f = chunkmap.cfunc(weighted, "double(double, double)")
     assert isinstance(f, CFunction) and f.name == "weighted"
+    assert chunkmap.cfunc(weighted).signature == f.signature
+    with pytest.raises(SignatureError, match="contradicts"):
+        chunkmap.cfunc(weighted, "int64(double, double)")  # would read a double's register as an int
     a, b = inputs((10, 10))
     for scheduler in ["threads", "processes"]:
         result = chunkmap.run(f, a, b, scheduler=scheduler, progress=False)
