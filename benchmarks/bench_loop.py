@@ -109,6 +109,20 @@ def bench_one(name: str, func: Callable, dtype: type, x: np.ndarray, y: np.ndarr
     return row
 
 
+def rates_in_threads(func: Callable, x: np.ndarray, y: np.ndarray, skip: tuple) -> dict[int, float]:
+    """Elements/s in all of ``evaluate_columns(func, [x, y])`` run by 1 and by 2 threads at once."""
+    rates = {}
+    for threads in (1, 2):
+        workers = [threading.Thread(target=evaluate_columns, args=(func, [x, y], skip)) for _ in range(threads)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        rates[threads] = threads * len(x) / (time.perf_counter() - started)
+    return rates
+
+
 def threads_toll(n: int) -> list[dict[str, Any]]:
     """Calls/s of the compiled loop in 1 and in 2 threads, GIL-holding and GIL-releasing functions."""
     rows = []
@@ -116,16 +130,7 @@ def threads_toll(n: int) -> list[dict[str, Any]]:
     for cost in (0, 1000):
         slowlib.set_cost_ns(cost)
         for func in (slowlib.slow_computation, slowlib.slow_computation_nogil):
-            rates = {}
-            for threads in (1, 2):
-                workers = [threading.Thread(target=evaluate_columns, args=(func, [x, y], (slowlib.InternalError,)))
-                           for _ in range(threads)]
-                started = time.perf_counter()
-                for worker in workers:
-                    worker.start()
-                for worker in workers:
-                    worker.join()
-                rates[threads] = threads * n / (time.perf_counter() - started)
+            rates = rates_in_threads(func, x, y, (slowlib.InternalError,))
             rows.append({"cost_ns": cost, "func": func.__name__, "one": rates[1], "two": rates[2]})
     return rows
 
@@ -154,15 +159,7 @@ def cfunc_rows(x: np.ndarray, y: np.ndarray, repeat: int) -> list[dict[str, Any]
         if func is compute and not np.array_equal(evaluation.values, expected.values):
             raise AssertionError("the C loop over slowlib_compute disagrees with the SWIG wrapper's loop")
         row["kernel"] = t / n * 1e9
-        rates = {}
-        for threads in (1, 2):
-            workers = [threading.Thread(target=evaluate_columns, args=(func, [x, y], (CError,))) for _ in range(threads)]
-            started = time.perf_counter()
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join()
-            rates[threads] = threads * n / (time.perf_counter() - started)
+        rates = rates_in_threads(func, x, y, (CError,))
         row["one"], row["two"] = rates[1], rates[2]
         rows.append(row)
     return rows
