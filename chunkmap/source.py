@@ -92,7 +92,8 @@ class ArraySource:
         """Flat indices of the unmasked elements in ``[start, stop)`` (reads no input)."""
         if self.valid is None:
             return np.arange(start, stop, dtype=np.int64)
-        return np.flatnonzero(self.valid[start:stop]).astype(np.int64, copy=False) + start
+        index = np.flatnonzero(self.valid[start:stop]).astype(np.int64, copy=False)
+        return np.add(index, start, out=index)
 
     def gather(self, start: int, stop: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Flat indices of the unmasked elements in ``[start, stop)`` and their input values."""
