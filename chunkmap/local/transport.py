@@ -34,8 +34,9 @@ __all__ = ["SharedColumns", "InputBuffer", "IndexedColumns", "SourceSlice", "Chu
 ALIGNMENT = 64
 
 
-#: where arrays lie in a shared buffer: ``(offset, dtype, length)`` each
-Layout = tuple[tuple[int, str, int], ...]
+#: where arrays lie in a shared buffer: ``(offset, dtype, length)`` each (the dtype itself: a structured
+#: one's fields survive, which its ``.str`` would lose)
+Layout = tuple[tuple[int, np.dtype, int], ...]
 
 
 def _laid_out(dtypes: Sequence[np.dtype], lengths: Sequence[int]) -> tuple[Layout, int]:
@@ -43,13 +44,13 @@ def _laid_out(dtypes: Sequence[np.dtype], lengths: Sequence[int]) -> tuple[Layou
     layout, size = [], 0
     for dtype, length in zip(dtypes, lengths):
         size = -(-size // ALIGNMENT) * ALIGNMENT
-        layout.append((size, dtype.str, length))
+        layout.append((size, np.dtype(dtype), length))
         size += dtype.itemsize * length
     return tuple(layout), size
 
 
 def _views(data: np.ndarray, layout: Layout) -> list[np.ndarray]:
-    return [np.frombuffer(data, np.dtype(dtype), count=length, offset=offset) for offset, dtype, length in layout]
+    return [np.frombuffer(data, dtype, count=length, offset=offset) for offset, dtype, length in layout]
 
 
 @dataclass(frozen=True)
