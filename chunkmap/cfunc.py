@@ -60,6 +60,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,6 +75,7 @@ __all__ = ["CFunction", "Signature", "cfunc", "parse_signature", "EXTENSION", "r
 
 #: ``chunkmap._cloop`` and its twin ``chunkmap._cloop_py``, and which of them is used.
 EXTENSION = load("chunkmap._cloop")
+
 
 class _DlInfo(ctypes.Structure):
     _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p), ("dli_sname", ctypes.c_char_p),
@@ -131,7 +133,7 @@ class CFunction:
         self.library = library
         self.errors = {int(code): str(meaning) for code, meaning in (errors or {}).items()}
         self._keep = keep  # what keeps the code alive: the CDLL, the ctypes or numba object
-        self._numba = numba  # (python function, numba signature) to compile it again elsewhere
+        self._numba = numba  # (python function, numba signature, token) to compile it again elsewhere, once
         self._call = signature.prototype()(address)
         self._file = _file_state(library) if library is not None else None
 
@@ -229,7 +231,7 @@ def cfunc(function: Any, signature: str | None = None, *, errors: Mapping[int, s
         address, keep = ctypes.cast(function, ctypes.c_void_p).value or 0, function
     elif kind.startswith("numba."):
         address, keep = int(getattr(function, "address", 0)), function
-        numba = (function._pyfunc, function._sig)
+        numba = (function._pyfunc, function._sig, getattr(function, "_chunkmap_token", None) or uuid.uuid4().hex)
     elif kind.startswith("_cffi_backend"):
         import cffi
 
@@ -300,11 +302,17 @@ def _look_up(path: str, name: str, signature: str, errors: Mapping[int, str], st
     return cfunc(function, signature, errors=errors)
 
 
-def _from_numba(pyfunc: Any, numba_signature: Any, signature: str, errors: Mapping[int, str]) -> CFunction:
-    """A numba cfunc compiled again from its Python function (in a worker process)."""
-    import numba
+def _from_numba(pyfunc: Any, numba_signature: Any, token: str, signature: str, errors: Mapping[int, str]) -> CFunction:
+    """A numba cfunc compiled again from its Python function (in a worker process, once per ``token``)."""
+    key = ("numba", token, signature, tuple(sorted(errors.items())))
+    found = _FOUND.get(key)
+    if found is None:
+        import numba
 
-    return cfunc(numba.cfunc(numba_signature)(pyfunc), signature, errors=errors)
+        compiled = numba.cfunc(numba_signature)(pyfunc)
+        compiled._chunkmap_token = token  # pickled again from this process: the same function
+        found = _FOUND[key] = cfunc(compiled, signature, errors=errors)
+    return found
 
 
 def run_to_end(func: CFunction, columns: tuple[np.ndarray, ...], skip: tuple[type[BaseException], ...],
@@ -312,8 +320,9 @@ def run_to_end(func: CFunction, columns: tuple[np.ndarray, ...], skip: tuple[typ
     """:func:`chunkmap.loop.run_to_end` for a :class:`CFunction`: the compiled loop over ``columns``.
 
     Returns ``(values, status, failures, error)`` as :func:`chunkmap.loop.run_to_end` does (the
-    failures as :class:`~chunkmap.failures.FailureRecords`, without their inputs), or None when a column does not convert safely to its parameter's type (the caller then goes
-    element by element through the Python call, which fails such elements as usual).
+    failures as :class:`~chunkmap.failures.FailureRecords`, without their inputs), or None when a
+    column does not convert safely to its parameter's type (the caller then goes element by
+    element through the Python call, which fails such elements as usual).
     """
     parameters = func.signature.parameters
     if len(columns) != len(parameters) or any(not np.can_cast(column.dtype, DTYPES[kind], "safe")

@@ -9,6 +9,7 @@ import os
 import pickle
 import shutil
 
+import cloudpickle
 import numpy as np
 import pytest
 from distributed import Client
@@ -324,8 +325,11 @@ def test_a_numba_cfunc_runs_everywhere_and_compiles_again_in_workers():
         chunkmap.cfunc(weighted, "int64(double, double)")  # would read a double's register as an int
     a, b = inputs((10, 10))
     for scheduler in ["threads", "processes"]:
-        result = chunkmap.run(f, a, b, scheduler=scheduler, progress=False)
+        result = chunkmap.run(f, a, b, scheduler=scheduler, chunks=10, progress=False)
         np.testing.assert_array_equal(result.values, (2.0 * a + b).ravel())
+    data = cloudpickle.dumps(f)  # as chunkmap sends it (the Python function by value)
+    assert pickle.loads(data) is pickle.loads(data)  # compiled once per process, not once per chunk
+    assert pickle.loads(data)(1.0, 2.0) == 4.0
 
 
 def test_a_checkpoint_resumes_a_cfunc_run_and_keeps_runs_of_other_functions_apart(tmp_path):
