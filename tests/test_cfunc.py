@@ -346,3 +346,14 @@ def test_a_checkpoint_resumes_a_cfunc_run_and_keeps_runs_of_other_functions_apar
 def test_errors_must_map_codes():
     with pytest.raises(chunkmap.errors.OptionError, match="errors must map int error codes"):
         chunkmap.cfunc(LIBM.fmax, "double(double, double)", errors=str)
+
+
+def test_cancel_stops_a_threads_run_between_two_blocks(cost):
+    import threading
+
+    cost(1_000_000)  # 1 ms per call: 20,000 calls would take 10 s on 2 threads
+    a, b = inputs((100, 200))
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    with pytest.raises(chunkmap.errors.RunCancelledError):
+        chunkmap.run(stub.compute(), a, b, skip=CError, scheduler="threads", cancel=cancel, progress=False)
