@@ -18,6 +18,7 @@ that the workers finish together (:func:`chunkmap.plan.layout_ends`).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from .kernel import ChunkOutput
     from .plan import Chunk, Plan
 
-__all__ = ["PILOT_SECONDS", "PILOT_GROWTH", "RELEASE", "pilot", "Pilot", "measured", "fit", "auto_chunk_size"]
+__all__ = ["PILOT_SECONDS", "PILOT_GROWTH", "RELEASE", "pilot", "Pilot", "measured", "fit", "dispatch_floor", "auto_chunk_size"]
 
 #: a pilot round this long (seconds) measures the function well enough
 PILOT_SECONDS = 0.02
@@ -79,8 +80,10 @@ def pilot(
 class Pilot:
     """The pilot's state: generations of growing chunks, handed out one per completed chunk.
 
-    Generation ``g`` is ``workers`` chunks of ``PILOT_GROWTH ** g`` elements (at most
-    :data:`LONG_ROUND` seconds of calls at the time per call measured so far). :meth:`start` hands
+    Generation ``g`` is ``workers`` chunks of ``PILOT_GROWTH ** g`` elements, at most
+    :data:`LONG_ROUND` seconds of calls at the time per call measured so far and half a worker's
+    share of what is left, but at least the :func:`dispatch_floor` (on 1000 workers the scheduler
+    needs ~1 s to hand out a generation: its chunks must last that long). :meth:`start` hands
     out generation 0; :meth:`on_output` (the ``deliver`` handed to ``execute``) records a chunk's
     timing and returns the next chunk to run, so that at most ``workers`` chunks are out at a
     time, or :data:`RELEASE` once the generations timed so far are :func:`measured`. A generation
@@ -90,8 +93,9 @@ class Pilot:
     generation as a round, the chunks returned during a round being the next one.
     """
 
-    def __init__(self, plan: Plan, workers: int, deliver: Callable[[ChunkOutput], None]) -> None:
-        self.plan, self.workers, self.deliver = plan, max(1, workers), deliver
+    def __init__(self, plan: Plan, workers: int, deliver: Callable[[ChunkOutput], None],
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.plan, self.workers, self.deliver, self.clock = plan, max(1, workers), deliver, clock
         self.ends: list[int] = []  # of every chunk laid out, handed out in order
         self.chunks: list[Chunk] = []
         self.handed = 0
@@ -114,7 +118,7 @@ class Pilot:
 
     def sending(self, chunks: list[Chunk]) -> None:
         """Note that ``chunks`` are being handed to the backend now (each round of a barrier backend)."""
-        now = time.perf_counter()
+        now = self.clock()
         with self._lock:
             self.sent.update((chunk.index, now) for chunk in chunks)
 
@@ -128,7 +132,7 @@ class Pilot:
             self.completed.add(output.index)
             (self.tasks if generation else self.first).append(timing)
             if generation:
-                self.latency.append(max(time.perf_counter() - self.sent[output.index] - output.seconds, 0.0))
+                self.latency.append(max(self.clock() - self.sent[output.index] - output.seconds, 0.0))
             if self.released:
                 return []
             if measured(self.rounds()):
@@ -166,7 +170,7 @@ class Pilot:
         while len(chunks) < count and (self.handed < len(self.chunks) or self._lay_generation()):
             chunks.append(self.chunks[self.handed])
             self.handed += 1
-        now = time.perf_counter()
+        now = self.clock()
         self.sent.update((chunk.index, now) for chunk in chunks)
         return chunks
 
@@ -179,7 +183,9 @@ class Pilot:
         elements = sum(count for count, _, _ in self.tasks + self.first)
         loop = sum(seconds for _, _, seconds in self.tasks + self.first)
         if loop > 0:
-            size = min(size, max(1, int(LONG_ROUND * elements / loop)))
+            per_call, left = loop / elements, self.plan.unmasked - done
+            size = min(size, max(1, int(LONG_ROUND / per_call)), max(1, left // (2 * self.workers)))
+            size = max(size, int(dispatch_floor(left * per_call, self.workers) / per_call))
         ends = sorted({min(done + size * (i + 1), self.plan.unmasked) for i in range(self.workers)})
         self.chunks += self.plan.head_chunks(self.ends + ends)[len(self.ends):]
         self.ends += ends
@@ -199,12 +205,15 @@ def measured(rounds: Sequence[tuple[int, float]]) -> bool:
     """Whether the pilot rounds so far (the first one is a warm-up) time the function well enough.
 
     Enough when the last round took :data:`PILOT_SECONDS` and at least twice the one before (the
-    calls, not the fixed overhead, dominate it), when it took :data:`LONG_ROUND` seconds, or when
+    calls, not the fixed overhead, dominate it: the calls are timed by themselves, so one such
+    round after the warm-up is enough), when it took :data:`LONG_ROUND` seconds, or when
     its chunks stopped growing (capped at :data:`LONG_ROUND` seconds of calls).
 
     Examples
     --------
     >>> measured([(1, 0.3), (8, 0.021)]), measured([(1, 0.3), (8, 0.021), (64, 0.05)])
+    (False, True)
+    >>> measured([(1, 0.002), (8, 0.009)]), measured([(1, 0.002), (2000, 0.2)])  # calls of 1 ms; 100 us
     (False, True)
     >>> measured([(1, 1.0), (8, 8.0)]), measured([(1, 0.4), (3, 0.9), (3, 0.9)])
     (True, True)
@@ -216,7 +225,7 @@ def measured(rounds: Sequence[tuple[int, float]]) -> bool:
         return True
     if len(rounds) >= 3 and rounds[-1][0] <= rounds[-2][0]:
         return True
-    return len(rounds) >= 3 and seconds >= PILOT_SECONDS and seconds >= 2 * rounds[-2][1]
+    return seconds >= PILOT_SECONDS and seconds >= 2 * rounds[-2][1]
 
 
 def fit(tasks: Sequence[tuple[int, float, float]]) -> tuple[float, float]:
@@ -241,16 +250,29 @@ def fit(tasks: Sequence[tuple[int, float, float]]) -> tuple[float, float]:
     return per_call, overhead
 
 
+def dispatch_floor(work: float, workers: int, dispatch: float = DISPATCH_SECONDS) -> float:
+    """The shortest chunk (seconds) a scheduler handing out a task per ``dispatch`` seconds affords, for ``work`` seconds of calls.
+
+    Examples
+    --------
+    >>> round(dispatch_floor(1e5, 1000), 3), round(dispatch_floor(10.0, 1000), 3)  # 10^8 and 10^4 calls of 1 ms
+    (2.0, 0.1)
+    """
+    return min(workers * dispatch / DISPATCH_SHARE, math.sqrt(max(work, 0.0) * dispatch))
+
+
 def auto_chunk_size(per_call: float, overhead: float, remaining: int, workers: int, latency: float = 0.0,
                     dispatch: float = DISPATCH_SECONDS) -> int:
     """Elements per chunk for ``remaining`` elements of ``per_call`` seconds on ``workers`` workers.
 
-    A chunk lasts long enough that the per-task ``overhead`` (where it ran) stays under 1% of it,
-    its ``latency`` (the rest of its time out: the scheduler's round trip) under
-    :data:`LATENCY_SHARE`, and that the scheduler, handing out a task per ``dispatch`` seconds, keeps all workers busy in
-    :data:`DISPATCH_SHARE` of its time (``workers * dispatch / DISPATCH_SHARE``: 2 s at 1000
-    workers); short enough for :data:`BALANCE_CHUNKS` chunks per worker (at least 2) and at most
-    :data:`MAX_CHUNK_SECONDS`; and it holds at most :data:`MAX_CHUNK_ELEMENTS` elements.
+    A chunk lasts long enough that the per-task ``overhead`` (where it ran) stays under 1% of it
+    and its ``latency`` (the rest of its time out: the scheduler's round trip) under
+    :data:`LATENCY_SHARE`, and short enough for :data:`BALANCE_CHUNKS` chunks per worker (at least
+    2). The scheduler hands out a task per ``dispatch`` seconds, so a chunk lasts at least
+    ``workers * dispatch / DISPATCH_SHARE`` (2 s at 1000 workers: all are kept busy), or, for a run
+    too small to keep them all busy, ``sqrt(work * dispatch)`` (which minimises the handing out
+    plus a chunk's time), whatever the balance. At most :data:`MAX_CHUNK_SECONDS`, and
+    :data:`MAX_CHUNK_ELEMENTS` elements.
 
     Examples
     --------
@@ -262,8 +284,9 @@ def auto_chunk_size(per_call: float, overhead: float, remaining: int, workers: i
     666666
     """
     per_call = max(per_call, 1e-9)
-    per_worker = remaining * per_call / max(workers, 1)
-    duration = max(overhead / OVERHEAD_SHARE, latency / LATENCY_SHARE, workers * dispatch / DISPATCH_SHARE,
-                   per_worker / BALANCE_CHUNKS)
-    duration = min(duration, per_worker / 2, MAX_CHUNK_SECONDS)
-    return max(1, min(int(duration / per_call), MAX_CHUNK_ELEMENTS))
+    work = remaining * per_call
+    per_worker = work / max(workers, 1)
+    duration = max(overhead / OVERHEAD_SHARE, latency / LATENCY_SHARE, per_worker / BALANCE_CHUNKS)
+    duration = max(min(duration, per_worker / 2), dispatch_floor(work, workers, dispatch))
+    duration = min(duration, MAX_CHUNK_SECONDS)
+    return max(1, min(int(duration / per_call), MAX_CHUNK_ELEMENTS, remaining))

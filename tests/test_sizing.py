@@ -29,8 +29,11 @@ def test_chunk_size_respects_its_rule(per_call, overhead, remaining, workers):
     duration = size * per_call
     per_worker = remaining * per_call / workers
     assert 1 <= size <= sizing.MAX_CHUNK_ELEMENTS
+    floor = sizing.dispatch_floor(remaining * per_call, workers)  # what the scheduler affords
+    assert size <= remaining
     if size > 1 and size < sizing.MAX_CHUNK_ELEMENTS:
-        assert duration <= min(sizing.MAX_CHUNK_SECONDS, per_worker / 2) * (1 + 1e-9)  # balance and cap
+        assert duration <= min(sizing.MAX_CHUNK_SECONDS, max(per_worker / 2, floor)) * (1 + 1e-9)  # balance, cap
+        assert duration >= min(floor, sizing.MAX_CHUNK_SECONDS, remaining * per_call) - per_call
         if per_worker / 2 >= overhead / sizing.OVERHEAD_SHARE:
             assert duration >= overhead / sizing.OVERHEAD_SHARE - per_call  # overhead under 1%
 
