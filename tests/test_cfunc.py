@@ -357,3 +357,11 @@ def test_cancel_stops_a_threads_run_between_two_blocks(cost):
     threading.Timer(0.3, cancel.set).start()
     with pytest.raises(chunkmap.errors.RunCancelledError):
         chunkmap.run(stub.compute(), a, b, skip=CError, scheduler="threads", cancel=cancel, progress=False)
+
+
+def test_worker_processes_that_load_the_library_with_ctypes_alone_get_the_cost(cost):
+    cost(1234)  # SLOWLIB_COST_NS, read by the library's constructor when a worker's ctypes loads it
+    # slowlib_get_cost_ns(void) called with one ignored argument (harmless in the x86-64 and arm64 C ABIs)
+    get_cost = chunkmap.cfunc(address(stub.library().slowlib_get_cost_ns), "int64(double)")
+    result = chunkmap.run(get_cost, np.zeros(4), scheduler="processes", progress=False)
+    assert result.values.tolist() == [1234] * 4
