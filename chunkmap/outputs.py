@@ -7,9 +7,9 @@ numpy only. The arrays are allocated once, one slot per unmasked element (a chun
 known before it runs), and each chunk's flat indices and values are written into its slots as it
 completes: nothing grows during a run, and no list of per-chunk results is kept to concatenate
 at the end. Each chunk's coordinates are unravelled into its slots as it arrives (in the threads
-delivering outputs, while workers compute), and when the result is built the slots of failed
-elements are squeezed out in place: the peak is the result itself (its coordinates, values and
-packed failures).
+delivering outputs, while workers compute), its computed elements at the front of its slots; when
+the result is built, the gaps failures left are closed in place, one move per chunk and array: the
+peak is the result itself (its coordinates, values and packed failures).
 
 With several outputs (``run(..., outputs=)``) each chunk's values come as one structured array
 (:mod:`chunkmap.fields`) and each output gets its own contiguous slots: the result's arrays are
@@ -35,17 +35,14 @@ if TYPE_CHECKING:
     from .checkpoint import RunCheckpoint
     from .progress import Progress
 
-__all__ = ["Outputs", "Delivery", "compact", "unravel_into"]
-
-#: slots moved per step of the final in-place compaction: 32k (256 kB per array) stay in cache
-COMPACT_BLOCK = 1 << 15
+__all__ = ["Outputs", "Delivery", "close_gaps", "unravel_into"]
 
 
 class Outputs:
     """The growing result of a run.
 
-    Each slot holds the coordinates of its element (the first axis's is -1 once the element
-    failed) and, when it was computed, its value (one per output of ``names``).
+    Each chunk's computed elements fill the front of its slots: their coordinates and values
+    (one per output of ``names``); the gaps its failures leave are closed at the end.
 
     Examples
     --------
@@ -71,29 +68,29 @@ class Outputs:
         self.coords = [np.empty(slots, np.intp) for _ in range(max(len(shape), 1))]
         self.values: list[np.ndarray | None] = [None] * (1 if names is None else len(names))  #: one per output
         self.completed = np.zeros(len(chunks), bool)
+        self.kept = np.zeros(len(chunks), np.int64)  #: computed elements of each chunk, at the front of its slots
         self._failures: dict[int, tuple[FailureRecords, np.ndarray]] = {}
         self._lock = threading.Lock()
 
     def add(self, output: ChunkOutput) -> None:
-        """Write one chunk's output into its slots (thread-safe)."""
+        """Write one chunk's computed elements at the front of its slots (thread-safe)."""
         evaluation = output.evaluation
         first = int(self.offsets[output.index])
-        computed = evaluation.status == COMPUTED
         failures = evaluation.failures
-        span = slice(first, first + len(computed))
-        unravel_into(output.flat_index, self.shape, [axis[span] for axis in self.coords])  # numpy frees the GIL
-        if len(failures):
-            self.coords[0][span][~computed] = -1
+        flat = output.flat_index if not len(failures) else output.flat_index[evaluation.status == COMPUTED]
+        kept = slice(first, first + len(flat))
+        unravel_into(flat, self.shape, [axis[kept] for axis in self.coords])  # numpy frees the GIL
         with self._lock:
             if len(evaluation.values):
                 for number, values in enumerate(columns(evaluation.values, self.names)):
                     self._ensure_dtype(number, values.dtype)
-                    self.values[number][first : first + len(computed)][computed] = values
+                    self.values[number][kept] = values
             if len(failures):
                 self._failures[output.index] = (
                     dataclasses.replace(failures, positions=output.flat_index[failures.positions]),
                     evaluation.status[failures.positions],
                 )
+            self.kept[output.index] = len(flat)
             self.completed[output.index] = True
 
     def _ensure_dtype(self, number: int, dtype: np.dtype) -> None:
@@ -107,14 +104,14 @@ class Outputs:
     def result(self) -> Result:
         """The :class:`Result` of everything added (failures in C order, failed slots removed).
 
-        The slots' memory becomes the result's: failed slots are squeezed out in place, the
-        arrays shrunk to what is left, and the coordinates unravelled into the flat indices.
+        The slots' memory becomes the result's: the gaps of failed elements are closed in place
+        and the arrays shrunk to what is left.
         """
         coords, self.coords = self.coords, []
         values = [slots if slots is not None else np.empty(len(coords[0]), np.float64) for slots in self.values]
         self.values = [None] * len(values)
         if self._failures:
-            kept = compact(coords[0], [*coords[1:], *values])
+            kept = close_gaps([*coords, *values], self.offsets[:-1], self.kept)
             coords, values = [_shrunk(axis, kept) for axis in coords], [_shrunk(slots, kept) for slots in values]
         parts = [self._failures.pop(index) for index in sorted(self._failures)]
         records = FailureRecords.concat([records for records, _ in parts])
@@ -171,24 +168,21 @@ class Delivery:
 FAILING = np.array(sorted(KINDS), np.uint8)
 
 
-def compact(flat_index: np.ndarray, values: Sequence[np.ndarray], block: int = COMPACT_BLOCK) -> int:
-    """Squeeze the slots where ``flat_index`` is negative out of it and each of ``values``, in place.
+def close_gaps(arrays: Sequence[np.ndarray], starts: np.ndarray, counts: np.ndarray) -> int:
+    """Move the runs ``[starts[k], starts[k] + counts[k])`` of each of ``arrays`` down to follow one another, in place.
 
-    Returns the count kept.
+    ``starts`` ascending, runs not overlapping; returns the length now filled.
 
-    >>> marks, values = np.array([0, -1, 5, 7]), np.array([1.0, 2.0, 3.0, 4.0])
-    >>> kept = compact(marks, [values])
-    >>> kept, marks[:kept].tolist(), values[:kept].tolist()
-    (3, [0, 5, 7], [1.0, 3.0, 4.0])
+    >>> values = np.array([1.0, 2.0, 0.0, 3.0, 0.0, 0.0, 4.0])
+    >>> close_gaps([values], np.array([0, 3, 6]), np.array([2, 1, 1])), values[:4].tolist()
+    (4, [1.0, 2.0, 3.0, 4.0])
     """
     written = 0
-    for start in range(0, len(flat_index), block):
-        keep = flat_index[start : start + block] >= 0
-        kept = int(np.count_nonzero(keep))
-        if kept:
-            for array in (flat_index, *values):
-                array[written : written + kept] = array[start : start + block][keep]
-        written += kept
+    for start, count in zip(starts.tolist(), counts.tolist()):
+        if count and start != written:
+            for array in arrays:
+                array[written : written + count] = array[start : start + count]  # numpy moves overlapping runs safely
+        written += count
     return written
 
 

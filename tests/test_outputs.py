@@ -8,20 +8,23 @@ from hypothesis import strategies as st
 
 from chunkmap import outputs
 from chunkmap.failures import FailureRecords
-from chunkmap.outputs import compact, unravel_into
+from chunkmap.outputs import unravel_into
 
 
 @settings(max_examples=200)
-@given(keep=st.lists(st.booleans(), max_size=100), block=st.integers(1, 9))
-def test_compact_equals_boolean_indexing_in_place(keep, block):
-    keep = np.array(keep, bool)
-    flat = np.where(keep, np.arange(len(keep)) * 3, -1)
-    values = [np.arange(len(keep), dtype=np.float64) * 1.5, np.arange(len(keep))]
-    expected = [flat[keep], *(array[keep] for array in values)]
-    kept = compact(flat, values, block)
-    assert kept == np.count_nonzero(keep)
-    for got, wanted in zip([flat, *values], expected):
-        np.testing.assert_array_equal(got[:kept], wanted)
+@given(runs=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 4)), max_size=12))
+def test_close_gaps_equals_concatenating_the_runs(runs):
+    starts, counts, position = [], [], 0
+    for size, gap in runs:  # each chunk: `size` kept elements, then `gap` slots left by its failures
+        starts.append(position)
+        counts.append(size)
+        position += size + gap
+    arrays = [np.arange(position) * 1.5, np.arange(position)]
+    expected = [np.concatenate([np.empty(0), *(array[s : s + c] for s, c in zip(starts, counts))]) for array in arrays]
+    filled = outputs.close_gaps(arrays, np.array(starts, np.int64), np.array(counts, np.int64))
+    assert filled == sum(counts)
+    for array, wanted in zip(arrays, expected):
+        np.testing.assert_array_equal(array[:filled], wanted)
 
 
 @settings(max_examples=300)
