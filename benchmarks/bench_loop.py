@@ -148,12 +148,12 @@ def cfunc_rows(x: np.ndarray, y: np.ndarray, repeat: int) -> list[dict[str, Any]
     rows = []
     for label, func in [("slowlib_compute", compute), ("libm fmax", fmax)]:
         values, status = np.empty(n, func.signature.dtype), np.empty(n, np.uint8)
-        codes = np.empty(n, np.int32)
+        codes, positions = np.empty(n, np.int32), np.empty(n, np.int64)
         row: dict[str, Any] = {"func": label, "n": n}
         for key, implementation, size in [("c loop", CLOOP.compiled, n), ("twin", _cloop_py, max(n // 20, 1))]:
             columns = (x[:size], y[:size])
             t, _ = best_of(repeat, lambda: implementation.call(func.address, func.signature.result, columns, values,
-                                                                status, codes, heartbeat, False))
+                                                                status, codes, positions, heartbeat, False))
             row[key] = t / size * 1e9
         t, evaluation = best_of(repeat, lambda: evaluate_columns(func, [x, y], (CError,)))
         if func is compute and not np.array_equal(evaluation.values, expected.values):

@@ -1,7 +1,8 @@
 /*
  * chunkmap._cloop: a C function called over a chunk with no Python per element.
  *
- *   call(address, result, columns, values, status, codes, heartbeat=None, stop=False)
+ *   call(address, result, columns, values, status, codes, positions, heartbeat=None,
+ *        stop=False)
  *       -> (attempted, computed, failed)
  *
  * The contract is documented in chunkmap/cfunc.py, which picks this module or
@@ -39,6 +40,7 @@ typedef struct {
     void *values;
     uint8_t *status;
     int32_t *codes;
+    int64_t *positions;
     int64_t *heartbeat;
     int stop;
     Py_ssize_t attempted, computed, failed;
@@ -67,7 +69,8 @@ typedef void (*loop_fn)(job_t *job);
     job->failed = 0;
 
 /* A function that returns an error code and writes its value through a
-   pointer: values are packed (one per computed element), codes too (one per
+   pointer: values are packed (one per computed element), codes and positions
+   too (one per
    failed element); with stop, the loop ends after the first failure. */
 #define CODED(OUT, PARAMS, ARGS)                                               \
     typedef int (*F)(UNPAREN PARAMS, OUT *);                                   \
@@ -76,6 +79,7 @@ typedef void (*loop_fn)(job_t *job);
     OUT *out = (OUT *)job->values, value;                                      \
     uint8_t *status = job->status;                                             \
     int32_t *codes = job->codes;                                               \
+    int64_t *positions = job->positions;                                       \
     int64_t *heartbeat = job->heartbeat;                                       \
     Py_ssize_t i, n = job->n, computed = 0, failed = 0;                        \
     for (i = 0; i < n; i++) {                                                  \
@@ -87,7 +91,8 @@ typedef void (*loop_fn)(job_t *job);
             status[i] = 0;                                                     \
         } else {                                                               \
             status[i] = 1;                                                     \
-            codes[failed++] = code;                                            \
+            codes[failed] = code;                                              \
+            positions[failed++] = i;                                           \
             if (job->stop) {                                                   \
                 i++;                                                           \
                 break;                                                         \
@@ -220,7 +225,7 @@ get_array(PyObject *obj, Py_buffer *view, int writable, const char *what, Py_ssi
 }
 
 static const char call_doc[] =
-    "call(address, result, columns, values, status, codes, heartbeat=None, stop=False)\n"
+    "call(address, result, columns, values, status, codes, positions, heartbeat=None, stop=False)\n"
     "--\n\n"
     "Call the C function at address on every element of columns, the GIL released;\n"
     "returns (attempted, computed, failed). See chunkmap.cfunc for the contract.";
@@ -229,18 +234,19 @@ static PyObject *
 call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"address", "result", "columns", "values", "status", "codes",
-                               "heartbeat", "stop", NULL};
-    PyObject *address, *columns, *values, *status, *codes, *heartbeat = Py_None;
+                               "positions", "heartbeat", "stop", NULL};
+    PyObject *address, *columns, *values, *status, *codes, *positions, *heartbeat = Py_None;
     int result, stop = 0;
-    Py_buffer views[MAX_COLUMNS + 4];
+    Py_buffer views[MAX_COLUMNS + 5];
     Py_ssize_t held = 0, k, ncols, n = 0;
     int mask = 0, values_kind;
     int64_t sink = 0;
     job_t job;
     PyObject *answer = NULL;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiOOOO|Op:call", keywords, &address, &result,
-                                     &columns, &values, &status, &codes, &heartbeat, &stop)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiOOOOO|Op:call", keywords, &address, &result,
+                                     &columns, &values, &status, &codes, &positions, &heartbeat,
+                                     &stop)) {
         return NULL;
     }
     memset(&job, 0, sizeof(job));
@@ -307,6 +313,14 @@ call(PyObject *self, PyObject *args, PyObject *kwargs)
     job.codes = (int32_t *)views[held++].buf;
     if (views[held - 1].itemsize != 4) {
         PyErr_SetString(PyExc_TypeError, "codes must be int32");
+        goto done;
+    }
+    if (get_array(positions, &views[held], 1, "positions", result >= RESULT_CODE_DOUBLE ? n : 0) != 0) {
+        goto done;
+    }
+    job.positions = (int64_t *)views[held++].buf;
+    if (item_kind(&views[held - 1]) != 'q' && views[held - 1].shape[0] > 0) {
+        PyErr_SetString(PyExc_TypeError, "positions must be int64");
         goto done;
     }
     job.heartbeat = &sink;

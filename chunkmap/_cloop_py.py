@@ -7,13 +7,14 @@ the call, not across the chunk).
 
 Contract
 --------
-``call(address, result, columns, values, status, codes, heartbeat=None, stop=False)`` calls the
+``call(address, result, columns, values, status, codes, positions, heartbeat=None, stop=False)`` calls the
 C function at ``address`` on every element ``i`` of ``columns`` (a tuple of 1 to
 :data:`MAX_COLUMNS` 1-D C-contiguous float64 or int64 arrays of one length ``n``: the parameter
 types follow them) and returns ``(attempted, computed, failed)``. ``result`` is the kind of
 function (``chunkmap.cfunc``'s ``DOUBLE``, ``INT64``, ``INT``, ``CODE_DOUBLE``, ``CODE_INT64``);
 ``status[i] = 0`` for a value, 1 for a non-zero error code. ``values`` (float64 for the double
-kinds, else int64) gets the computed values packed, ``codes`` (int32) the error codes packed;
+kinds, else int64) gets the computed values packed, ``codes`` (int32) the error codes packed and
+``positions`` (int64) the failed elements' positions;
 ``heartbeat[0] = i`` before each call; with ``stop`` the loop ends after the first failure.
 
 Examples
@@ -22,7 +23,7 @@ Examples
 >>> libm = ctypes.CDLL(ctypes.util.find_library("m"))
 >>> values, status = np.empty(2), np.empty(2, np.uint8)
 >>> call(ctypes.cast(libm.fabs, ctypes.c_void_p).value, 0, (np.array([-1.5, 2.0]),), values, status,
-...      np.empty(0, np.int32))
+...      np.empty(0, np.int32), np.empty(0, np.int64))
 (2, 2, 0)
 >>> values.tolist(), status.tolist()
 ([1.5, 2.0], [0, 0])
@@ -60,7 +61,7 @@ def _array(obj: Any, what: str, length: int, writable: bool) -> np.ndarray:
 
 
 def call(address: int, result: int, columns: tuple, values: np.ndarray, status: np.ndarray, codes: np.ndarray,
-         heartbeat: np.ndarray | None = None, stop: bool = False) -> tuple[int, int, int]:
+         positions: np.ndarray, heartbeat: np.ndarray | None = None, stop: bool = False) -> tuple[int, int, int]:
     """Call the C function at ``address`` on every element of ``columns`` (see the module's contract)."""
     if not isinstance(address, int) or not address:
         raise ValueError("address must be a non-zero int (a C function's address)")
@@ -90,6 +91,9 @@ def call(address: int, result: int, columns: tuple, values: np.ndarray, status: 
     _array(codes, "codes", n if result >= 3 else 0, True)
     if codes.itemsize != 4:
         raise TypeError("codes must be int32")
+    _array(positions, "positions", n if result >= 3 else 0, True)
+    if _kind(positions) != "q" and len(positions) > 0:
+        raise TypeError("positions must be int64")
     if heartbeat is not None:
         _array(heartbeat, "heartbeat", 1, True)
         if _kind(heartbeat) != "q":
@@ -121,6 +125,7 @@ def call(address: int, result: int, columns: tuple, values: np.ndarray, status: 
         else:
             status[i] = 1
             codes[failed] = code
+            positions[failed] = i
             failed += 1
             if stop:
                 break

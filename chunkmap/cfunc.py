@@ -334,15 +334,16 @@ def run_to_end(func: CFunction, columns: tuple[np.ndarray, ...], skip: tuple[typ
     values = np.empty(n, func.signature.dtype)
     status = np.empty(n, np.uint8)
     codes = np.empty(n if func.signature.coded else 0, np.int32)
+    positions = np.empty(len(codes), np.int64)
     recorded = any(issubclass(CError, cls) for cls in skip)
     attempted, computed, failed = EXTENSION.active.call(func.address, func.signature.result, columns, values, status,
-                                                        codes, heartbeat, not recorded)
+                                                        codes, positions, heartbeat, not recorded)
     status[attempted:] = 2
     values = values[:computed] if computed else np.empty(0, np.float64)
     if not failed:
         return values, status, [], None
     if not recorded:
-        return values, status, [], (int(np.flatnonzero(status == 1)[0]), func.error(int(codes[0])))
+        return values, status, [], (int(positions[0]), func.error(int(codes[0])))
     distinct, which = np.unique(codes[:failed], return_inverse=True)
     messages = np.array([str(func.error(code)) for code in distinct.tolist()], dtype=object)[which].tolist()
-    return values, status, FailureRecords.from_columns(np.flatnonzero(status == 1), ["CError"] * failed, messages), None
+    return values, status, FailureRecords.from_columns(positions[:failed].copy(), ["CError"] * failed, messages), None

@@ -142,9 +142,14 @@ def test_the_compiled_loop_and_its_twin_agree(stop):
             n = len(columns[0])
             values = np.zeros(n, np.float64 if kind in (0, 3) else np.int64)
             status, codes, heartbeat = np.full(n, 9, np.uint8), np.zeros(n, np.int32), np.zeros(1, np.int64)
-            counts = implementation.call(function, kind, tuple(columns), values, status, codes, heartbeat, stop)
-            outcomes.append((counts, values.tolist(), status.tolist(), codes.tolist(), heartbeat.tolist()))
+            positions = np.full(n, -1, np.int64)
+            counts = implementation.call(function, kind, tuple(columns), values, status, codes, positions, heartbeat,
+                                         stop)
+            outcomes.append((counts, values.tolist(), status.tolist(), codes.tolist(), heartbeat.tolist(),
+                             positions.tolist()))
         assert outcomes[0] == outcomes[1]
+        failed = outcomes[0][0][2]
+        assert outcomes[0][5][:failed] == np.flatnonzero(np.array(outcomes[0][2]) == 1).tolist()
         if stop and outcomes[0][0][2]:
             assert outcomes[0][0][2] == 1 and outcomes[0][2][outcomes[0][0][0]:] == [9] * (n - outcomes[0][0][0])
         assert outcomes[0][4] == [outcomes[0][0][0] - 1]  # the heartbeat names the last element called
@@ -161,7 +166,8 @@ def test_the_compiled_loop_and_its_twin_agree(stop):
 def test_the_compiled_loop_and_its_twin_reject_the_same_arguments(arguments, error, message):
     for implementation in (EXTENSION.compiled, _cloop_py):
         with pytest.raises(error, match=message):
-            implementation.call(*arguments, np.zeros(2), np.zeros(2, np.uint8), np.zeros(2, np.int32))
+            implementation.call(*arguments, np.zeros(2), np.zeros(2, np.uint8), np.zeros(2, np.int32),
+                                np.zeros(2, np.int64))
 
 
 def test_the_twin_gives_the_same_run(monkeypatch):
