@@ -129,7 +129,7 @@ class CFunction:
                  errors: Mapping[int, str] | None = None, keep: Any = None, numba: tuple | None = None) -> None:
         self.address = address
         self.signature = signature
-        self.name = name
+        self.name = self.__name__ = self.__qualname__ = name  # progress bars and dask task names show it
         self.library = library
         self.errors = {int(code): str(meaning) for code, meaning in (errors or {}).items()}
         self._keep = keep  # what keeps the code alive: the CDLL, the ctypes or numba object

@@ -278,6 +278,13 @@ def test_ctypes_cffi_and_address_forms_find_the_same_function():
     assert all(r.values.tolist() == results[0].values.tolist() for r in results)
 
 
+def test_named_after_its_symbol_in_dask_and_progress():
+    from chunkmap.engine import task_name
+
+    assert task_name(stub.compute()) == "chunkmap-slowlib-compute"
+    assert repr(stub.compute()) == "cfunc(slowlib_compute, 'int(double, double, int64*)')"
+
+
 def test_pickles_as_library_and_symbol():
     f = stub.compute()
     data = pickle.dumps(f)
