@@ -240,7 +240,8 @@ def cfunc(function: Any, signature: str | None = None, *, errors: Mapping[int, s
         raise CPointerError(
             f"cfunc() takes a C function pointer (a ctypes function such as ctypes.CDLL(path).name, a cffi function "
             f"pointer, a numba cfunc, or an int address); got {type(function).__name__} {function!r:.80}; for a "
-            f"Python function or a SWIG wrapper, pass it to chunkmap.run directly"
+            f"Python function or a SWIG wrapper, pass it to chunkmap.run directly (a cffi function of API mode: "
+            f"cfunc(ffi.addressof(lib, 'name')))"
         )
     if address <= 0 or not _executable(address):
         raise CPointerError(f"cfunc() needs the address of a C function; {function!r:.80} points to {address:#x}, "
