@@ -125,6 +125,18 @@ class LocalTask:
                 self.deliver(output)
 
 
+#: scatter a run's inputs to every worker when all the copies together are at most this many bytes
+#: (each worker's first chunk then starts at once); larger ones go to one worker, and the others
+#: fetch them from their peers as their first chunk needs them
+BROADCAST_BYTES = 64 << 20
+
+
+def _nbytes(source: Source) -> int:
+    """The bytes of ``source``'s in-memory arrays (0 for inputs it reads from elsewhere)."""
+    arrays = [*getattr(source, "arrays", ()), getattr(source, "valid", None)]
+    return sum(int(getattr(array, "nbytes", 0) or 0) for array in arrays)
+
+
 class RemoteRun:
     """One run's work on ``client``'s cluster: its source and execution scattered once, for every ``execute``.
 
@@ -144,7 +156,9 @@ class RemoteRun:
 
         self.client, self.execution, self.source_object = client, execution, source
         self.task = RemoteTask(task_name(execution.func))
-        self.source, self.shipped = client.scatter([source, ship(client, execution)], hash=False)
+        shipped = ship(client, execution)
+        copies = (_nbytes(source) + len(shipped.payload)) * len(client.nthreads())
+        self.source, self.shipped = client.scatter([source, shipped], hash=False, broadcast=copies <= BROADCAST_BYTES)
         self.carried: dict[Chunk, Any] = {}
         self.chunks: dict[Any, Chunk] = {}  # of each future's key
 
