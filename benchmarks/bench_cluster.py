@@ -19,7 +19,9 @@ cluster and times, in this order:
   process in the same pass.
 
 Reported: the median over passes of each contender's wall time, its ratio to the ideal
-(efficiency = ideal / wall) and to the raw ``client.map``. Every contender's values are compared with
+(efficiency = ideal / wall) and to the raw ``client.map``, and how many dask workers started a
+chunkmap pool during the call (8 cold; a warm run starts none unless chunkmap's or the user's
+code changed on disk since, :mod:`chunkmap.local.freshness`). Every contender's values are compared with
 the serial loop's (``agrees``). ``--quick``: 2 workers, 400 elements, one pass (a few seconds).
 """
 
@@ -49,6 +51,14 @@ def sleepy(x: float, seconds: float = SLEEP) -> float:
 def chunk_loop(values: Any, seconds: float = SLEEP) -> np.ndarray:
     """:func:`sleepy` over a slice, the raw contenders' task."""
     return np.array([sleepy(float(x), seconds) for x in values], dtype=np.float64)
+
+
+def pool_identity() -> int | None:
+    """On a dask worker: the identity of chunkmap's process pool there (None before its first chunk)."""
+    from chunkmap.local import pool
+
+    shared = pool._shared["pool"]
+    return None if shared is None else id(shared)
 
 
 def serial(values: np.ndarray, seconds: float) -> tuple[np.ndarray, float]:
@@ -91,9 +101,12 @@ def one_pass(workers: int, elements: int, seconds: float) -> dict:
             Client(cluster) as client:
         client.wait_for_workers(workers)
         for name, call in contenders(client, values, seconds).items():
+            before = client.run(pool_identity)
             started = time.perf_counter()
             out = call()
             rows[name] = {"wall": time.perf_counter() - started, "out": out}
+            after = client.run(pool_identity)
+            rows[name]["pools_started"] = sum(after[w] != before.get(w) for w in after)
     reference, per_call = serial(values[: max(100, elements // 50)], seconds)  # t_call on a quiet client
     expected = 2.0 * values + 1.0
     assert np.array_equal(reference, expected[: len(reference)])
@@ -111,6 +124,7 @@ def report(passes: list[dict], workers: int, elements: int) -> dict:
     median = {name: statistics.median(p["rows"][name]["wall"] for p in passes) for name in names}
     rows = [{"contender": name, "wall": median[name], "walls": [p["rows"][name]["wall"] for p in passes],
              "efficiency": median["ideal"] / median[name], "x_raw_map": median[name] / median[raw],
+             "pools_started": max(p["rows"][name].get("pools_started", 0) for p in passes),
              "agrees": all(p["rows"][name]["agrees"] for p in passes)} for name in names]
     return {"workers": workers, "elements": elements, "passes": len(passes),
             "t_call": statistics.median(p["t_call"] for p in passes), "rows": rows,
@@ -120,11 +134,11 @@ def report(passes: list[dict], workers: int, elements: int) -> dict:
 def print_table(summary: dict) -> None:
     print(f"{summary['elements']} elements, {summary['workers']} workers of 1 thread, "
           f"t_call {summary['t_call'] * 1e3:.3f} ms, median of {summary['passes']} pass(es)")
-    print("| contender | wall (s) | efficiency (ideal / wall) | x raw client.map | agrees |")
-    print("|---|---|---|---|---|")
+    print("| contender | wall (s) | efficiency (ideal / wall) | x raw client.map | pools started | agrees |")
+    print("|---|---|---|---|---|---|")
     for row in summary["rows"]:
         print(f"| {row['contender']} | {row['wall']:.2f} | {row['efficiency']:.0%} | {row['x_raw_map']:.2f} "
-              f"| {'yes' if row['agrees'] else 'NO'} |")
+              f"| {row['pools_started']} | {'yes' if row['agrees'] else 'NO'} |")
 
 
 def main(argv: list[str] | None = None) -> dict:
