@@ -32,6 +32,7 @@ def sleepy(x):
 def test_the_pilot_is_no_barrier_and_the_chunks_keep_every_worker_busy(workers, elements, per_call):
     run = simulate(elements, workers, per_call, dispatch=DISPATCH, hop=HOP)
     work = elements * per_call
+    assert run["work"] == pytest.approx(work)  # every element ran once
     floor = sizing.dispatch_floor(work, workers, DISPATCH)
     # every worker gets its first chunk as fast as the scheduler can hand them out
     assert run["workers_used"] == workers
@@ -53,6 +54,7 @@ def test_streaming_never_waits_longer_for_the_pilot_than_rounds(per_call):
     """With a shorter scheduler round trip than the calls, rounds leave workers idle; the stream does not."""
     stream = simulate(10**7, 1000, per_call, dispatch=DISPATCH, hop=HOP)
     rounds = simulate(10**7, 1000, per_call, dispatch=DISPATCH, hop=HOP, rounds=True)
+    assert stream["work"] == pytest.approx(rounds["work"]) == pytest.approx(10**7 * per_call)
     assert stream["released_at"] < rounds["released_at"]
     assert stream["idle_between_tasks"] < rounds["idle_between_tasks"]
 
