@@ -93,3 +93,20 @@ def test_on_a_cluster_the_pilots_last_chunks_are_not_submitted_again(local_clust
     np.testing.assert_array_equal(result.to_dense(), 3.0 * a)
     indices = [int(entry["key"].split("-")[2]) for entry in stream.data if entry["key"].startswith("chunkmap-sleepy-")]
     assert len(indices) == len(set(indices)) == max(indices) + 1  # each chunk ran once, none lost
+
+
+def sleepy_or_boom(x):
+    time.sleep(0.0005)
+    if x == 2900.0:
+        raise ValueError(f"boom at {x}")
+    return 3.0 * x
+
+
+@pytest.mark.slow
+def test_on_a_cluster_an_element_error_after_the_pilot_leaves_no_task_behind(local_cluster):
+    with pytest.raises(chunkmap.ElementError, match=r"ValueError.*boom at 2900"):
+        chunkmap.run(sleepy_or_boom, np.arange(3000.0), client=local_cluster, progress=False)
+    deadline = time.monotonic() + 10
+    while local_cluster.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert local_cluster.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
