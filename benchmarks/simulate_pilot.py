@@ -2,7 +2,7 @@
 
     python -m benchmarks.simulate_pilot [--workers 1000] [--per-call 1e-3] [--elements 1e4,1e6,1e8]
                                         [--overhead 5e-4] [--dispatch 1e-3] [--hop 5e-4] [--cold 0]
-                                        [--rounds] [--json PATH]
+                                        [--rounds] [--quick] [--json PATH]
 
 A discrete-event model of dask.distributed driving :class:`chunkmap.sizing.Pilot` and
 :func:`chunkmap.sizing.auto_chunk_size` exactly as a run does (the simulated clock is the pilot's):
@@ -200,8 +200,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--hop", type=float, default=5e-4)
     parser.add_argument("--cold", type=float, default=0.0)
     parser.add_argument("--rounds", action="store_true", help="the pilot's generations as rounds (barriers)")
+    parser.add_argument("--quick", action="store_true", help="100 workers, 10^4 and 10^6 elements")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.workers, args.elements = 100, "1e4,1e6"
     rows = [simulate(int(float(n)), args.workers, args.per_call, args.overhead, args.dispatch, args.hop, args.cold,
                      args.rounds) for n in args.elements.split(",")]
     print(f"{args.workers} workers, {args.per_call * 1e3:g} ms per call, overhead {args.overhead * 1e3:g} ms, "

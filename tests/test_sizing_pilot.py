@@ -110,3 +110,11 @@ def test_on_a_cluster_an_element_error_after_the_pilot_leaves_no_task_behind(loc
     while local_cluster.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert local_cluster.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+
+
+def test_the_simulation_prints_its_table(capsys):
+    from benchmarks import simulate_pilot
+
+    rows = simulate_pilot.main(["--quick"])
+    assert [row["elements"] for row in rows] == [10**4, 10**6] and all(row["workers"] == 100 for row in rows)
+    assert "| 1e+06 |" in capsys.readouterr().out
