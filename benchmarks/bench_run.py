@@ -36,6 +36,7 @@ import argparse
 import datetime
 import gc
 import json
+import math
 import os
 import platform
 import queue
@@ -53,6 +54,7 @@ from benchmarks.run_child import digest
 from benchmarks.run_contenders import ALIASES, CONTENDERS, WORKERS, reference
 from benchmarks.run_memory import TreeSampler
 from chunkmap.cli.demo import make_inputs
+from chunkmap.stub import slowlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL_N = {0: 3000, 1000: 2000, 100000: 200}
@@ -161,6 +163,7 @@ def run_cost(cost_ns: int, n: int, names: list[str], args, tmp: str) -> dict:
     np.save(paths[0], a1)
     np.save(paths[1], a2)
     calls = int(np.count_nonzero(~(a1 <= -1e10)))
+    limits = loop_limits(a1, a2, cost_ns, calls)
     ref = reference(a1, a2)
     ref_digest = digest(ref)
     computed = int(ref[2].size)
@@ -186,7 +189,43 @@ def run_cost(cost_ns: int, n: int, names: list[str], args, tmp: str) -> dict:
     for p in paths:
         os.unlink(p)
     return {"cost_ns": cost_ns, "n": n, "elements": n * n, "calls": calls, "computed": computed,
-            "inputs_MB": inputs_MB, "outputs_MB": outputs_MB, "reference": ref_digest, "rows": rows}
+            "inputs_MB": inputs_MB, "outputs_MB": outputs_MB, "reference": ref_digest, "rows": rows, **limits}
+
+
+#: elements of the inputs the limit is timed on: at most this many, and about LIMIT_SECONDS of calls
+LIMIT_SAMPLE, LIMIT_SECONDS = 1_000_000, 0.5
+
+
+def loop_limits(a1: np.ndarray, a2: np.ndarray, cost_ns: int, calls: int) -> dict:
+    """The physical limit of the workload on ``WORKERS`` cores, timed here in this run.
+
+    ``limit_s``: chunkmap's compiled loop calling the SWIG function (``slowlib.slow_computation``,
+    no transfer, no planning) per call on a sample of the unmasked elements, times the calls,
+    over ``WORKERS``; ``climit_s``: the same for the C loop calling ``slowlib_compute`` through
+    :func:`chunkmap.cfunc` (no Python per element). Each is the best of three timings.
+    """
+    from chunkmap import stub
+    from chunkmap.errors import CError
+    from chunkmap.kernel import evaluate_columns
+    from benchmarks.run_contenders import set_cost
+
+    set_cost(cost_ns)
+    valid = ~(a1 <= -1e10)
+    size = min(LIMIT_SAMPLE, calls, max(1000, int(LIMIT_SECONDS / max(cost_ns * 1e-9, 1e-7))))
+    columns = [np.ascontiguousarray(a2[valid][:size]), np.ascontiguousarray(a1[valid][:size])]
+    per_call = {}
+    for key, func, skip in (("limit_s", slowlib.slow_computation, slowlib.InternalError),
+                            ("climit_s", stub.compute(), CError)):
+        best = math.inf
+        for _ in range(3):
+            started = time.perf_counter()
+            evaluate_columns(func, columns, (skip,))
+            best = min(best, time.perf_counter() - started)
+        per_call[key] = best / size
+    print(f"  limit: compiled loop {per_call['limit_s'] * 1e9:.1f} ns/call, C loop (cfunc) "
+          f"{per_call['climit_s'] * 1e9:.1f} ns/call, on {size:,} elements", file=sys.stderr, flush=True)
+    return {key: value * calls / WORKERS for key, value in per_call.items()} | {
+        "limit_ns_per_call": per_call["limit_s"] * 1e9, "climit_ns_per_call": per_call["climit_s"] * 1e9}
 
 
 def machine() -> dict:

@@ -22,7 +22,10 @@ def add_ratios(report: dict) -> None:
     - ``x_serial``: wall time of the best plain serial loop / this wall time (> 1: faster);
     - ``x_best_peer``: wall time of the fastest non-chunkmap contender (serial loops and the
       seed's recipe included) / this wall time;
-    - ``efficiency``: ideal ``calls * cost / P`` (P = 2 workers) / wall time, for cost >= 100 us.
+    - ``efficiency``: ideal ``calls * cost / P`` (P = 2 workers) / wall time, for cost >= 100 us;
+    - ``x_limit`` / ``x_limit_warm``: the workload's limit on P cores (``limit_s``: the compiled
+      loop's time per call, measured in the same run, x calls / P; ``climit_s``, the C loop's, for
+      the cfunc contender) / the cold / warm wall time (1.0 is the limit).
     """
     for c in report["costs"]:
         rows = [r for r in c["rows"] if r["status"] == "ok" and r.get("agrees")]
@@ -40,6 +43,9 @@ def add_ratios(report: dict) -> None:
             r["x_serial"] = serial / wall if serial else None
             r["x_best_peer"] = peers[best_peer] / wall if best_peer else None
             r["efficiency"] = c["ideal_s"] / wall if c["cost_ns"] >= 100_000 else None
+            limit = c.get("climit_s" if r["contender"] == "chunkmap cfunc" else "limit_s")
+            r["x_limit"] = limit / wall if limit else None
+            r["x_limit_warm"] = limit / r["wall_warm"] if limit and r.get("wall_warm") else None
             if "mem_peak_MB" in r:
                 r["mem_peak_vs_io"] = r["mem_peak_MB"] / (c["inputs_MB"] + c["outputs_MB"])
 
@@ -74,19 +80,22 @@ def markdown(report: dict) -> str:
         return "\n".join(lines + _memory_table(report))
     for c in report["costs"]:
         ideal = f", ideal N*t/P {c['ideal_s']:.3f} s" if c["ideal_s"] else ""
+        if c.get("limit_s"):
+            ideal += (f"; limit {c['limit_s']:.3f} s (compiled loop {c['limit_ns_per_call']:.1f} ns/call x calls "
+                      f"/ {WORKERS}), for cfunc {c['climit_s']:.3f} s (C loop {c['climit_ns_per_call']:.1f} ns/call)")
         lines += [
             f"**cost {_cost(c['cost_ns'])}** -- n={c['n']} ({c['elements']:,} elements, "
             f"{c['calls']:,} calls, {c['computed']:,} computed; inputs {c['inputs_MB']:.0f} MB, "
             f"outputs {c['outputs_MB']:.0f} MB){ideal}; best peer: {c['best_peer']}",
             "",
             "| contender | wall cold | wall warm | elements/s | x best serial | x best peer "
-            "| efficiency | peak mem - baseline | agrees |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| efficiency | limit / wall, cold / warm | peak mem - baseline | agrees |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in c["rows"]:
             name = _display(r["contender"])
             if r["status"] != "ok":
-                lines.append(f"| {name} | {r['status']} | | | | | | "
+                lines.append(f"| {name} | {r['status']} | | | | | | | "
                              f"{_f(r.get('mem_peak_delta_MB'), '.0f')} MB | |")
                 continue
             lines.append(
@@ -94,6 +103,8 @@ def markdown(report: dict) -> str:
                 f"{' s' if r.get('wall_warm') is not None else ''} | {r['throughput']:.3g} "
                 f"| {_f(r['x_serial'], '.2f')} | {_f(r['x_best_peer'], '.2f')} "
                 f"| {_f(r['efficiency'] and 100 * r['efficiency'], '.1f')}{'%' if r['efficiency'] else ''} "
+                f"| {_f(r.get('x_limit') and 100 * r['x_limit'], '.0f')}% / "
+                f"{_f(r.get('x_limit_warm') and 100 * r['x_limit_warm'], '.0f', '-')}% "
                 f"| {_f(r.get('mem_peak_delta_MB'), '.0f')} MB | {'yes' if r['agrees'] else 'NO'} |"
             )
         lines.append("")
