@@ -311,6 +311,8 @@ def test_a_callback_runs_in_process_and_refuses_to_pickle():
     assert result.failures[0].message == f"cfunction_{f.address:x} returned error code 7 (division by zero)"
     with pytest.raises(NotPicklableError, match="not in a shared library"):
         pickle.dumps(f)
+    with pytest.raises(NotPicklableError, match="not in a shared library .* run it on scheduler='threads'"):
+        chunkmap.run(f, np.array([2.0]), skip=CError, scheduler="processes", progress=False)
     with pytest.raises(IdentityError, match="name the run yourself"):
         function_digest(f)
 
