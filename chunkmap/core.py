@@ -19,7 +19,7 @@ from typing import Any, Callable
 from . import backends, options, sizing
 from .backends import Backend
 from .blocks import BlockOutputs, BlockPlan
-from .stored import OutputStore, StoredOutputs, StoredResult
+from .stored import OutputStore, StoredOutputs
 from .checkpoint import Checkpoint, RunCheckpoint
 from .errors import CheckpointWarning, IdentityError, RunCancelledError
 from .kernel import Cancellation, ChunkOutput, Execution
@@ -267,7 +267,8 @@ def run(
             # Ctrl-C or the caller's cancel: one line saying what is kept, without the frames of dask
             done = deliveries[0].done() if deliveries else 0
             kept = (f"finished chunks are kept in {location.store.location}; run the same call again to resume"
-                    if saved is not None else "nothing was kept: pass checkpoint= to keep work")
+                    if saved is not None else f"finished boxes are kept in output={str(output)!r}; run the same call "
+                    f"again to resume" if output is not None else "nothing was kept: pass checkpoint= to keep work")
             if isinstance(error, KeyboardInterrupt):
                 raise KeyboardInterrupt(f"interrupted after {done:,} of {total:,} elements; {kept}") from None
             raise RunCancelledError(f"{CANCELLED} after {done:,} of {total:,} elements; {kept}") from None
@@ -280,7 +281,7 @@ def run(
     result = outputs.result()
     result.labels = plan.labels
     wall_time = time.perf_counter() - started
-    failed = result.failed_count if isinstance(result, StoredResult) else len(result.failures)
+    failed = result.failed_count
     calls = len(result) + failed - resumed
     result.stats = Stats(
         elements=plan.elements,
@@ -346,7 +347,7 @@ def _compute_stored(plan: BlockPlan, output: Any, chunks: int | str, execution: 
         resumed = deliver.resume(store.finished())
         backend.execute(plan.source, execution, deliver.remaining(), deliver)
     finally:
-        store.flush()  # the finished boxes are kept, also on Ctrl-C or an error
+        store.close()  # the finished boxes are kept and the store released, also on Ctrl-C or an error
     return deliver.outputs, resumed
 
 

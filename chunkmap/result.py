@@ -338,6 +338,11 @@ class Result:
         self.failures = failures
         self.stats = stats
 
+    @property
+    def failed_count(self) -> int:
+        """How many elements failed: ``len(result.failures)``, known to a stored result without reading them."""
+        return len(self.failures)
+
     def _per_output(self) -> list[np.ndarray]:
         """The values, one array per output (the values alone without ``outputs``)."""
         return [self.values] if self.outputs is None else list(self.values.values())

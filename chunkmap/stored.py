@@ -15,8 +15,12 @@ The store is a zarr group:
     int8 per element, CF ``flag_values``: 0 computed, 1 masked, 2 exception, 3 crash, 4 timeout
     (:data:`chunkmap.labelled.STATUS`); -1 where no task has written yet.
 ``failures``
-    one string per box, chunked one per box: the box's failures as JSON (flat indices, kinds,
-    exception types, messages), empty for a box without failures.
+    one string per box, chunked one per box, empty for a box without failures: the box's
+    failures as a JSON object of columns (format 2): ``flat_index`` (a list of ints); ``kinds``,
+    ``types`` and ``messages`` each as ``{"names": [distinct strings], "codes": [an index into
+    names per failure]}``; ``inputs``, one ``{"dtype": numpy dtype str, "base64": the values'
+    bytes}`` per input (``"values": [...]`` for object inputs). Format 1 (chunkmap before
+    2026-12-02: one list entry per failure) is refused with a message saying so.
 ``boxes``
     int64 ``(boxes, 3)``: computed, failed and masked counts of each finished box, written by the
     client as outputs arrive (-1: not finished). A box counts as done only once its row is
@@ -24,13 +28,17 @@ The store is a zarr group:
     leaves boxes that are either finished or computed again.
 
 The group's ``chunkmap`` attribute holds the run's identity (as for ``checkpoint=``), shape,
-box ends and output names: rerunning the same call with the same ``output=`` resumes from the
+box ends, output names and a token new for each store created (tasks keep the store's open arrays
+by it, so a store removed and created again is never written through a stale handle); while a run
+writes, ``chunkmap-lease`` names it, and a second run into the same store is refused
+(:mod:`chunkmap.output_lease`). Rerunning the same call with the same ``output=`` resumes from the
 finished boxes; a store written by another call, or a non-empty group that chunkmap did not
 write, raises :class:`~chunkmap.errors.OutputStoreError` and is left untouched.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import html
 import json
@@ -38,6 +46,8 @@ import math
 import os
 import threading
 import time
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,15 +58,27 @@ from .blocks import BlockPlan
 from .errors import OutputStoreError
 from .kernel import COMPUTED, KINDS, ChunkOutput
 from .labelled import STATUS
+from .output_lease import ATTRIBUTE as LEASE_ATTRIBUTE
+from .output_lease import OutputLease
 from .result import Failures, Result
 
 __all__ = ["OutputStore", "BoxWriter", "StoredOutput", "StoredResult"]
 
-FORMAT = 1
+FORMAT = 2
 #: status code of elements no task has written yet
 NOT_WRITTEN = -1
-#: status code per failing kernel status
-_FAILING_CODE = {status: STATUS.index(kind) for status, kind in KINDS.items()}
+#: the stored status code of each kernel status (COMPUTED and those of KINDS)
+_STATUS_CODE = np.zeros(max(KINDS) + 1, np.int8)
+_STATUS_CODE[COMPUTED] = STATUS.index("computed")
+for _status, _kind in KINDS.items():
+    _STATUS_CODE[_status] = STATUS.index(_kind)
+#: values and status are compressed with blosc's lz4, byte-shuffled: ~5x faster than zarr's default
+#: zstd for random float64 values, and the same size within 10 % (benchmarks/README.md, issue 14)
+_COMPRESSOR = {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
+#: the open arrays of the stores this process writes into, by store token; a few kept
+_OPEN: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_OPEN_KEPT = 8
+_OPEN_LOCK = threading.Lock()
 #: the client writes finished boxes' counts at least this often (seconds), and at the end
 FLUSH_SECONDS = 2.0
 
@@ -85,10 +107,29 @@ class BoxWriter:
     shape: tuple[int, ...]
     names: tuple[str, ...]
     outputs: tuple[str, ...] | None
+    token: str  #: the store's token: its arrays opened once per process, never a stale store's
+
+    def arrays(self) -> dict[str, Any]:
+        """The store's arrays by name, opened on this process's first box of the store."""
+        with _OPEN_LOCK:
+            found = _OPEN.get(self.token)
+            if found is not None:
+                _OPEN.move_to_end(self.token)
+                return found
+        group = _zarr().open_group(self.store, mode="r+")
+        if group.attrs.get("chunkmap", {}).get("token") != self.token:
+            raise OutputStoreError(f"the output= store {self.store} was removed or replaced by another run while this "
+                                   f"run wrote into it; nothing more is written there: run again (into a new path)")
+        arrays = {name: group[name] for name in (*self.names, "status", "failures")}
+        with _OPEN_LOCK:
+            _OPEN[self.token] = arrays
+            while len(_OPEN) > _OPEN_KEPT:
+                _OPEN.popitem(last=False)
+        return arrays
 
     def write(self, output: ChunkOutput, box: Box) -> StoredOutput:
         """Write ``output`` (the box's unmasked elements) as dense arrays; its counts."""
-        group = _zarr().open_group(self.store, mode="r+")
+        group = self.arrays()
         where = tuple(slice(start, stop) for start, stop in box)
         box_shape = tuple(stop - start for start, stop in box)
         local = _box_positions(output.flat_index, box, self.shape)
@@ -106,30 +147,43 @@ class BoxWriter:
             group[name][where] = dense.reshape(box_shape)
         failures = evaluation.failures
         if len(failures):
-            group["failures"][output.index] = json.dumps({
-                "flat_index": output.flat_index[failures.positions].tolist(),
-                "kinds": [KINDS[int(status)] for status in evaluation.status[failures.positions]],
-                "types": failures.types(), "messages": failures.messages(),
-                "inputs": [_column_json(column) for column in failures.inputs]})
+            group["failures"][output.index] = _failures_json(output.flat_index, evaluation)
         status = np.full(math.prod(box_shape), STATUS.index("masked"), np.int8)
-        status[local] = 0
-        for kernel_status, code in _FAILING_CODE.items():
-            status[local[evaluation.status == kernel_status]] = code
+        status[local] = _STATUS_CODE[evaluation.status]
         group["status"][where] = status.reshape(box_shape)
         return StoredOutput(output.index, len(output.flat_index), len(failures), output.seconds)
 
 
+def _failures_json(flat_index: np.ndarray, evaluation: Any) -> str:
+    """A box's failures as the JSON columns of the module docstring (numbers and tables, no object per failure)."""
+    failures = evaluation.failures
+    statuses, kind_codes = np.unique(evaluation.status[failures.positions], return_inverse=True)
+    table: dict[str, int] = {}
+    message_codes = [table.setdefault(message, len(table)) for message in failures.messages()]
+    return json.dumps({
+        "flat_index": flat_index[failures.positions].tolist(),
+        "kinds": {"names": [KINDS[int(status)] for status in statuses], "codes": kind_codes.tolist()},
+        "types": {"names": list(failures.type_names), "codes": failures.type_codes.tolist()},
+        "messages": {"names": list(table), "codes": message_codes},
+        "inputs": [_column_json(column) for column in failures.inputs]})
+
+
 def _column_json(column: np.ndarray) -> dict[str, Any]:
-    """A failures' input column as JSON (complex values as their real and imaginary parts)."""
-    if column.dtype.kind == "c":
-        return {"dtype": column.dtype.str, "real": column.real.tolist(), "imag": column.imag.tolist()}
-    return {"dtype": column.dtype.str, "values": column.tolist()}
+    """A failures' input column: its bytes in base64 (its values, for object inputs)."""
+    if column.dtype.hasobject:
+        return {"dtype": column.dtype.str, "values": column.tolist()}
+    return {"dtype": column.dtype.str, "base64": base64.b64encode(np.ascontiguousarray(column).tobytes()).decode()}
 
 
 def _column_from_json(found: dict[str, Any]) -> np.ndarray:
-    if "real" in found:
-        return (np.asarray(found["real"]) + 1j * np.asarray(found["imag"])).astype(found["dtype"])
+    if "base64" in found:
+        return np.frombuffer(base64.b64decode(found["base64"]), dtype=found["dtype"])
     return np.asarray(found["values"], dtype=found["dtype"])
+
+
+def _names(found: dict[str, Any]) -> np.ndarray:
+    """A ``{"names", "codes"}`` column: one name per failure."""
+    return np.array(found["names"] or [""], object)[np.asarray(found["codes"], np.int64)]
 
 
 def _box_positions(flat_index: np.ndarray, box: Box, shape: tuple[int, ...]) -> np.ndarray:
@@ -142,6 +196,8 @@ def _box_positions(flat_index: np.ndarray, box: Box, shape: tuple[int, ...]) -> 
     """
     if not shape:
         return np.zeros(len(flat_index), np.int64)
+    if all(box[axis] == (0, shape[axis]) for axis in range(1, len(shape))):  # whole rows: a slab of flat indices
+        return flat_index.astype(np.int64) - box[0][0] * math.prod(shape[1:])
     within = tuple(axis - start for axis, (start, _) in zip(np.unravel_index(flat_index, shape), box))
     return np.ravel_multi_index(within, tuple(stop - start for start, stop in box)).astype(np.int64)
 
@@ -167,13 +223,13 @@ class OutputStore:
             identity, problem = None, str(error)
         store = cls(output, plan, execution.outputs, identity, problem)
         if scheduler == "distributed" and type(store.store).__name__ == "MemoryStore":
+            store.close()
             raise OutputStoreError("output= is a zarr MemoryStore, which lives in this process: dask workers would "
                                    "write into copies of it; pass a path or a store the workers share")
         return store
 
     def __init__(self, output: Any, plan: BlockPlan, outputs: tuple[str, ...] | None, identity: Any,
                  problem: str | None = None) -> None:
-        zarr = _zarr()
         self.plan = plan
         self.outputs = outputs
         self.names = outputs or ("values",)
@@ -182,48 +238,81 @@ class OutputStore:
                 os.path.exists(os.path.join(output, name)) for name in ("zarr.json", ".zgroup")):
             raise OutputStoreError(f"output={self.where!r} is a folder with files in it and no zarr group; chunkmap "
                                    f"writes only into a new path, an empty folder or a zarr group; pass a new path")
+        self.lease = OutputLease(output, self.where)
+        self.lease.lock(lambda: self._holder(output))
         try:
-            self.group = zarr.open_group(output, mode="a")
-        except Exception as error:
-            raise OutputStoreError(f"output={output!r} cannot be opened as a zarr group ({error}); expected a path or "
-                                   f"a zarr store") from error
-        self.store = self.group.store
-        parts = identity.parts if identity is not None else {}
-        description = json.loads(json.dumps({
-            "format": FORMAT, "run": identity.run_id if identity is not None else None, "parts": parts,
-            "unresumable": problem, "shape": list(plan.shape), "ends": plan.source.ends, "outputs": list(self.names)}))
-        found = self.group.attrs.get("chunkmap")
-        if found is None and len(list(self.group.keys())):
-            raise OutputStoreError(f"output={self.where!r} is a zarr group with other data in it, and chunkmap writes "
-                                   f"only into an empty group or one it wrote; pass a new path")
-        if found is None:
-            self._create(description)
-        elif found.get("run") is None or description["run"] is None:
-            why = found.get("unresumable") or problem
-            raise OutputStoreError(f"output={self.where!r} holds a result, and this run cannot resume from it: "
-                                   f"{why}; pass a new path, or remove it to start again")
-        elif found != description:
-            differ = [f"the run's {part}" for part in parts if found.get("parts", {}).get(part) != parts[part]]
-            differ = differ or [key for key in description if found.get(key) != description[key]]
-            raise OutputStoreError(f"output={self.where!r} holds the result of another call ({', '.join(differ)} "
-                                   f"differ); it is left as it is: pass a new path, or remove it to start again")
-        self.boxes = self.group["boxes"]
-        self.counts = np.asarray(self.boxes[...])
+            self.group = self._open_group(output)
+            self.store = self.group.store
+            self.lease.check(self.group)
+            parts = identity.parts if identity is not None else {}
+            description = json.loads(json.dumps({
+                "format": FORMAT, "run": identity.run_id if identity is not None else None, "parts": parts,
+                "unresumable": problem, "shape": list(plan.shape), "ends": plan.source.ends,
+                "outputs": list(self.names)}))
+            found = self.group.attrs.get("chunkmap")
+            if found is None:
+                self._create(dict(description, token=uuid.uuid4().hex))
+            else:
+                self._check(found, description, problem)
+            self.token = self.group.attrs["chunkmap"]["token"]
+            self.lease.hold(self.group)
+            self.boxes = self.group["boxes"]
+            self.counts = np.asarray(self.boxes[...])
+        except BaseException:
+            self.lease.release()
+            raise
         self._pending: dict[int, tuple[int, int, int]] = {}
         self._flushed = time.monotonic()
         self._lock = threading.Lock()
 
+    def _open_group(self, output: Any) -> Any:
+        try:
+            return _zarr().open_group(output, mode="a")
+        except Exception as error:
+            raise OutputStoreError(f"output={output!r} cannot be opened as a zarr group ({error}); expected a path or "
+                                   f"a zarr store") from error
+
+    @staticmethod
+    def _holder(output: Any) -> dict[str, Any] | None:
+        """The holder record of the store at ``output`` (None when it has none yet)."""
+        try:
+            return _zarr().open_group(output, mode="r").attrs.get(LEASE_ATTRIBUTE)
+        except Exception:  # not created yet by the run that holds it
+            return None
+
+    def _check(self, found: dict[str, Any], description: dict[str, Any], problem: str | None) -> None:
+        """Refuse a store this run cannot resume from (see the module docstring)."""
+        if found.get("format") != FORMAT:
+            raise OutputStoreError(f"output={self.where!r} was written by another version of chunkmap (store format "
+                                   f"{found.get('format')}; this one reads and writes format {FORMAT}); it is left as "
+                                   f"it is: read it with that version, pass a new path, or remove it to start again")
+        found = {key: value for key, value in found.items() if key != "token"}
+        if found.get("run") is None or description["run"] is None:
+            why = found.get("unresumable") or problem
+            raise OutputStoreError(f"output={self.where!r} holds a result, and this run cannot resume from it: "
+                                   f"{why}; pass a new path, or remove it to start again")
+        if found != description:
+            parts = description["parts"]
+            differ = [f"the run's {part}" for part in parts if found.get("parts", {}).get(part) != parts[part]]
+            differ = differ or [key for key in description if found.get(key) != description[key]]
+            raise OutputStoreError(f"output={self.where!r} holds the result of another call ({', '.join(differ)} "
+                                   f"differ); it is left as it is: pass a new path, or remove it to start again")
+
     def _create(self, description: dict[str, Any]) -> None:
+        if len(list(self.group.keys())):
+            raise OutputStoreError(f"output={self.where!r} is a zarr group with other data in it, and chunkmap writes "
+                                   f"only into an empty group or one it wrote; pass a new path")
         shape, ends = self.plan.shape, self.plan.source.ends
         chunks = tuple(int(axis[0]) if axis else 1 for axis in ends) or ()
         dims = tuple(self.plan.labels.dims) if self.plan.labels is not None else tuple(
             f"dim_{axis}" for axis in range(len(shape)))
         boxes = len(self.plan.chunks)
+        compressor = _zarr().codecs.BloscCodec(**_COMPRESSOR)
         for name in self.names:
             self.group.create_array(name, shape=shape, chunks=chunks, dtype="f8", fill_value=np.nan,
-                                    dimension_names=dims, attributes={"coordinates": "status"})
+                                    dimension_names=dims, attributes={"coordinates": "status"}, compressors=compressor)
         self.group.create_array("status", shape=shape, chunks=chunks, dtype="i1", fill_value=NOT_WRITTEN,
-                                dimension_names=dims, attributes={
+                                dimension_names=dims, compressors=compressor, attributes={
                                     "flag_values": list(range(len(STATUS))), "flag_meanings": " ".join(STATUS)})
         self.group.create_array("failures", shape=(boxes,), chunks=(1,), dtype=str, fill_value="",
                                 dimension_names=("box",))
@@ -236,7 +325,7 @@ class OutputStore:
         self.group.attrs["chunkmap"] = description
 
     def writer(self) -> BoxWriter:
-        return BoxWriter(self.store, self.plan.shape, self.names, self.outputs)
+        return BoxWriter(self.store, self.plan.shape, self.names, self.outputs, self.token)
 
     def finished(self) -> list[StoredOutput]:
         """The boxes a previous run of this call finished, as their outputs' counts."""
@@ -254,6 +343,13 @@ class OutputStore:
     def flush(self) -> None:
         with self._lock:
             self._flush()
+
+    def close(self) -> None:
+        """The run is over (done, failed or interrupted): write the counts, release the store's lease."""
+        try:
+            self.flush()
+        finally:
+            self.lease.release()
 
     def _flush(self) -> None:
         if self._pending:
@@ -301,12 +397,17 @@ class StoredResult(Result):
         self.outputs = outputs
         self.labels = labels
         self.stats = None
-        self.failed_count = failed  #: how many elements failed, without reading the failures
+        self._failed = failed
         self._computed = computed
         self._names = outputs or ("values",)
 
     def __len__(self) -> int:
         return self._computed
+
+    @property
+    def failed_count(self) -> int:
+        """How many elements failed, from the boxes' counts (the failures are not read)."""
+        return self._failed
 
     @functools.cached_property
     def flat_index(self) -> np.ndarray:
@@ -329,11 +430,10 @@ class StoredResult(Result):
         boxes = [json.loads(text) for text in np.asarray(self.group["failures"][...]).tolist() if text]
         flat = np.array([index for box in boxes for index in box["flat_index"]], np.int64)
         order = np.argsort(flat, kind="stable")  # boxes are not in C order of the elements
-        column = lambda key: [item for box in boxes for item in box[key]]  # noqa: E731
+        column = lambda key: np.concatenate([_names(box[key]) for box in boxes] or [np.array([], object)])[order]  # noqa: E731
         inputs = [np.concatenate([_column_from_json(box["inputs"][number]) for box in boxes])[order]
                   for number in range(len(boxes[0]["inputs"]) if boxes else 0)]
-        return Failures(self.shape, flat[order], np.array(column("types"), object)[order],
-                        np.array(column("messages"), object)[order], np.array(column("kinds"), object)[order], inputs)
+        return Failures(self.shape, flat[order], column("types"), column("messages"), column("kinds"), inputs)
 
     def __repr__(self) -> str:
         """A summary from the counts alone: showing a result never reads the store."""

@@ -220,3 +220,51 @@ def test_an_edited_zarr_input_is_a_new_call_however_it_is_wrapped(grid, tmp_path
     edited[3, 4] = 123.0  # one element rewritten in place
     with pytest.raises(OutputStoreError, match="inputs"):
         call()
+
+
+def test_a_store_removed_and_created_again_is_never_written_through_a_stale_handle(grid, tmp_path):
+    """Tasks keep a store's open arrays by its token: a new store at the same path is opened anew."""
+    import shutil
+
+    a, b = grid
+    for first in (True, False):  # the second: another shape and chunking at the same path, in the same process
+        inputs = (a, b) if first else (a[:19, :7] * 2, b[:7])
+        result = chunkmap.run(root_plus, *inputs, skip=ValueError, scheduler="threads", progress=False,
+                              output=tmp_path / "again.zarr", chunks=50 if first else 13)
+        assert result.stats.resumed == 0
+        _, values, status = expected_store(root_plus, *inputs, None)
+        group = zarr.open_group(tmp_path / "again.zarr", mode="r")
+        np.testing.assert_array_equal(group["values"][...], values)
+        np.testing.assert_array_equal(group["status"][...], status)
+        shutil.rmtree(tmp_path / "again.zarr")
+
+
+def test_a_store_of_an_older_format_is_refused_and_left_as_it_is(grid, tmp_path):
+    a, b = grid
+    chunkmap.run(root_plus, a, b, skip=ValueError, scheduler="sync", progress=False, output=tmp_path / "old.zarr")
+    group = zarr.open_group(tmp_path / "old.zarr", mode="r+")
+    group.attrs["chunkmap"] = dict(group.attrs["chunkmap"], format=1)
+    with pytest.raises(OutputStoreError, match="another version of chunkmap .*format 1.*format 2"):
+        chunkmap.run(root_plus, a, b, skip=ValueError, scheduler="sync", progress=False, output=tmp_path / "old.zarr")
+    assert zarr.open_group(tmp_path / "old.zarr", mode="r").attrs["chunkmap"]["format"] == 1
+
+
+def test_failures_round_trip_through_the_store_with_every_input_dtype(tmp_path):
+    """The failures' columns (codes into tables, inputs as their bytes) read back as the in-memory result has them."""
+
+    def picky(x, n, flag):
+        if flag or n % 3 == 0:
+            raise ValueError(f"no: {x!r} ünïcode\n{n}")
+        return x * n
+
+    x = np.linspace(-1, 1, 40).astype(">f4")
+    n = np.arange(40, dtype=np.int16)
+    flag = np.arange(40) % 7 == 0
+    stored = chunkmap.run(picky, x, n, flag, skip=ValueError, scheduler="threads", progress=False,
+                          output=tmp_path / "f.zarr", chunks=9)
+    memory = chunkmap.run(picky, x, n, flag, skip=ValueError, scheduler="sync", progress=False)
+    assert stored.failed_count == memory.failed_count == len(memory.failures) > 0
+    assert [(f.coords, f.kind, f.type, f.message) for f in stored.failures] == [
+        (f.coords, f.kind, f.type, f.message) for f in memory.failures]
+    assert [f.inputs for f in stored.failures] == [f.inputs for f in memory.failures]
+    assert [column.dtype for column in stored.failures.inputs] == [column.dtype for column in memory.failures.inputs]

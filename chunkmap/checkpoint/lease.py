@@ -16,7 +16,7 @@ import socket
 import time
 from typing import Any
 
-__all__ = ["holder_record", "encode_holder", "decode_holder", "is_dead", "busy_message"]
+__all__ = ["holder_record", "encode_holder", "decode_holder", "is_dead", "holder_text", "busy_message"]
 
 
 def _start_ticks(pid: int) -> str:
@@ -62,12 +62,17 @@ def is_dead(holder: dict[str, Any]) -> bool:
     return bool(holder.get("process")) and _start_ticks(pid) not in ("", holder["process"])
 
 
-def busy_message(location: str, run_id: str, holder: dict[str, Any]) -> str:
+def holder_text(holder: dict[str, Any]) -> str:
+    """Who a holder record names: ``process 123 on host h, started 2026-12-02 04:50:00``."""
     since = holder.get("since")
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else "?"
+    return f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {started}"
+
+
+def busy_message(location: str, run_id: str, holder: dict[str, Any]) -> str:
     return (
-        f"another run of the same call holds the checkpoint {location} (run {run_id}): process "
-        f"{holder.get('pid', '?')} on host {holder.get('host', '?')}, started {started}. Wait for it "
+        f"another run of the same call holds the checkpoint {location} (run {run_id}): "
+        f"{holder_text(holder)}. Wait for it "
         f"to finish (`chunkmap status {location}` shows its progress), stop it, or give this run "
         f"another checkpoint location"
     )
