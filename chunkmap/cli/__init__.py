@@ -5,7 +5,7 @@ files (see :mod:`chunkmap.cli.jobs`; the result file is :mod:`chunkmap.result_fi
 ``failures`` and ``remove`` inspect and clean a checkpoint location (a directory or a ``redis://``
 URL; see :mod:`chunkmap.checkpoint`)::
 
-    chunkmap run MODULE:FUNC IN1.npy [IN2.npy ...] -o result.npz
+    chunkmap run MODULE:FUNC IN1.npy [IN2.npy ...] -o result.npz | -o store.zarr
                  [--mask EXPR] [--skip MODULE:EXC ...] [--scheduler S] [--chunks N]
                  [--checkpoint DIR] [--timeout SECONDS] [--progress | --no-progress]
                  [--const NAME=VALUE ...] [--kwargs JSON]
@@ -89,6 +89,14 @@ else is accepted: the mask is parsed, never evaluated as Python.
 --const NAME=VALUE (repeatable; VALUE a Python literal, else a string) and --kwargs JSON (an object)
 are the function's constant keyword arguments: FUNC(in1, in2, ..., NAME=VALUE, ...).
 
+-o STORE.zarr (a name ending in .zarr, or a folder holding a zarr group) writes into a zarr store
+instead of an .npz: chunkmap.run's output=, for results larger than memory. The tasks write each
+finished box into it; the store is the job's checkpoint (no --checkpoint with it): the same command
+run again after a crash or Ctrl-C resumes from the finished boxes, and another job into the same
+store is refused while one runs. Read it with zarr or xarray.open_zarr: one float64 array per output
+(NaN where nothing was computed), a status array (0 computed, 1 masked, 2 exception, 3 crash,
+4 timeout) and the failures.
+
 --checkpoint, --timeout and --progress are passed to chunkmap.run only when given.
 """
 
@@ -98,22 +106,24 @@ RUN_EPILOG = """exit status:
        and what to do are printed)
   2    a bad request: arguments, function or exception spec, a module that fails to import,
        inputs, mask, output, checkpoint, or a result that cannot be written
-  130  interrupted (Ctrl-C); with --checkpoint, finished chunks are kept and the same
-       command resumes
+  130  interrupted (Ctrl-C); with --checkpoint or -o STORE.zarr, finished chunks are kept
+       and the same command resumes
 """
 
 
 def add_run_parser(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser(
         "run",
-        help="run MODULE:FUNC over .npy inputs and write the result to an .npz",
+        help="run MODULE:FUNC over .npy inputs and write the result to an .npz or a zarr store",
         description=RUN_DESCRIPTION,
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("function", metavar="MODULE:FUNC", help="the scalar function, e.g. chunkmap.stub.slowlib:slow_computation")
     run.add_argument("inputs", metavar="INPUT.npy", nargs="+", help="input arrays in1, in2, ... (numpy.save files)")
-    run.add_argument("-o", "--output", metavar="RESULT.npz", required=True, help="where to write the result")
+    run.add_argument("-o", "--output", metavar="RESULT.npz|STORE.zarr", required=True,
+                     help="where to write the result: an .npz file, or a zarr store (*.zarr) the tasks write into "
+                          "and the same command resumes from")
     run.add_argument("--mask", metavar="EXPR", help="condition over in1..inN; True = do not compute")
     run.add_argument("--skip", metavar="MODULE:EXC", action="append", default=[],
                      help="record elements raising this exception as failures and go on (repeatable; "
@@ -227,6 +237,8 @@ def run_command(args: argparse.Namespace) -> int:
         return error(str(exc))
     except KeyboardInterrupt:
         kept = f"; finished chunks are kept in the checkpoint {args.checkpoint}" if args.checkpoint else ""
+        if jobs.is_store(args.output):
+            kept = f"; finished boxes are kept in the store {args.output}: the same command resumes"
         print(f"chunkmap: interrupted{kept}", file=sys.stderr)
         return 130
     shape = "x".join(map(str, result.shape)) or "0-d"
@@ -235,7 +247,8 @@ def run_command(args: argparse.Namespace) -> int:
     print(demo.report(result, title=title))
     resumed = getattr(result.stats, "resumed", 0)
     if resumed:
-        print(f"resumed   {resumed:>14,}  from the checkpoint {args.checkpoint}")
+        source = f"the store {args.output}" if jobs.is_store(args.output) else f"the checkpoint {args.checkpoint}"
+        print(f"resumed   {resumed:>14,}  from {source}")
     print(f"result    {args.output}")
     return 0
 
