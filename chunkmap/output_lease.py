@@ -17,9 +17,7 @@ name; how the lease itself is held depends on the store:
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 from typing import Any
 
 from .checkpoint import lease as leases
@@ -68,16 +66,9 @@ class OutputLease:
         except OSError as error:
             raise OutputStoreError(f"output={self.where!r} cannot be locked for this run ({error.strerror or error}); "
                                    f"expected a folder this process can create and read") from None
-        deadline = time.monotonic() + BUSY_RETRY
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise self._busy(read_holder() or {}) from None
-                time.sleep(0.01)
+        if not leases.flock_within(fd, BUSY_RETRY):
+            os.close(fd)
+            raise self._busy(read_holder() or {})
         self._fd = fd
 
     def check(self, group: Any) -> None:

@@ -9,20 +9,13 @@ import textwrap
 import numpy as np
 import zarr
 
-from chunkmap.labelled import STATUS
-
 from test_cli_run import STUB, inputs, interrupt_when, run_cli, seed_reference  # noqa: F401 (inputs: a fixture)
+from test_output_store import dense_store
 
 
 def assert_store_is_the_seed_job(store, a2, a1) -> None:
     """The store holds the serial loop's values and status codes, read with zarr alone."""
-    reference = seed_reference(a2, a1)
-    values = np.full(a1.shape, np.nan)
-    values[reference.coords] = reference.values
-    status = np.full(a1.shape, STATUS.index("masked"), np.int8)
-    status[reference.coords] = STATUS.index("computed")
-    for coords, _, _ in reference.failures:
-        status[coords] = STATUS.index("exception")
+    values, status = dense_store(seed_reference(a2, a1))
     group = zarr.open_group(store, mode="r")
     np.testing.assert_array_equal(group["values"][...], values)
     np.testing.assert_array_equal(group["status"][...], status)

@@ -43,15 +43,20 @@ def grid():
 
 
 def expected_store(func, a, b, mask):
-    """The dense values and status codes the serial loop implies."""
+    """The serial loop's result, and the dense values and status codes it implies."""
     reference = serial_reference(func, a, b, mask=mask, skip=ValueError)
+    return reference, *dense_store(reference)
+
+
+def dense_store(reference):
+    """The dense values and status codes of a store holding ``reference`` (the serial loop's result)."""
     values = np.full(reference.shape, np.nan)
     values[reference.coords] = reference.values
     status = np.full(reference.shape, STATUS.index("masked"), np.int8)
     status[reference.coords] = STATUS.index("computed")
     for coords, _, _ in reference.failures:
         status[coords] = STATUS.index("exception")
-    return reference, values, status
+    return values, status
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])

@@ -10,13 +10,14 @@ at once rather than after a timeout.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import time
 from typing import Any
 
-__all__ = ["holder_record", "encode_holder", "decode_holder", "is_dead", "holder_text", "busy_message"]
+__all__ = ["holder_record", "encode_holder", "decode_holder", "is_dead", "holder_text", "busy_message", "flock_within"]
 
 
 def _start_ticks(pid: int) -> str:
@@ -60,6 +61,19 @@ def is_dead(holder: dict[str, Any]) -> bool:
     except PermissionError:
         pass  # someone else's process: alive
     return bool(holder.get("process")) and _start_ticks(pid) not in ("", holder["process"])
+
+
+def flock_within(fd: int, seconds: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd``, retrying for ``seconds`` while another holds it; whether it was taken."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
 
 
 def holder_text(holder: dict[str, Any]) -> str:

@@ -22,7 +22,6 @@ import errno
 import fcntl
 import os
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -213,18 +212,11 @@ class FileLease:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)  # the umask decides
         except OSError as exc:
             raise self.store._failed("lock", self.key, exc) from None
-        deadline = time.monotonic() + BUSY_RETRY
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    other = leases.decode_holder(os.pread(fd, 1 << 16, 0))
-                    os.close(fd)
-                    run = self.key.rpartition("/")[0]
-                    raise CheckpointBusyError(leases.busy_message(self.store.location, run, other), other) from None
-                time.sleep(0.01)
+        if not leases.flock_within(fd, BUSY_RETRY):
+            other = leases.decode_holder(os.pread(fd, 1 << 16, 0))
+            os.close(fd)
+            run = self.key.rpartition("/")[0]
+            raise CheckpointBusyError(leases.busy_message(self.store.location, run, other), other)
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, leases.encode_holder(self.holder), 0)
