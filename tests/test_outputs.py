@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from chunkmap import outputs
 from chunkmap.failures import FailureRecords
-from chunkmap.outputs import unravel_into
+from chunkmap.outputs import unravel_in_place, unravel_into
 
 
 @settings(max_examples=200)
@@ -47,12 +47,12 @@ def test_result_takes_over_the_slots_memory():
 
     chunks = [Chunk(0, 0, 4, 4)]
     collected = outputs.Outputs((2, 2), chunks)
-    slots = collected.coords
+    slots = collected.flat_index
     status = np.array([0, 1, 0, 0], np.uint8)
     failures = FailureRecords.from_tuples([(1, "Boom", "x")])
     collected.add(ChunkOutput(0, np.arange(4), Evaluation(status, np.array([1.0, 2.0, 3.0]), failures)))
     result = collected.result()
-    assert all(np.shares_memory(axis, slot) for axis, slot in zip(result.coords, slots))  # compacted in place
+    assert np.shares_memory(result.coords[0], slots)  # the first axis is the slots, compacted and unravelled
     assert [axis.tolist() for axis in result.coords] == [[0, 1, 1], [0, 0, 1]]
     assert result.values.tolist() == [1.0, 2.0, 3.0]
     assert [(f.coords, f.kind, f.type, f.message) for f in result.failures] == [((0, 1), "exception", "Boom", "x")]
@@ -75,3 +75,16 @@ def test_chunk_outputs_in_any_order_give_c_order():
     np.testing.assert_array_equal(result.flat_index, np.flatnonzero(keep))
     np.testing.assert_array_equal(result.values, x[keep] * 10)
     np.testing.assert_array_equal(result.failures.flat_index, np.flatnonzero((x % 4 != 0) & (x % 3 == 0)))
+
+
+@settings(max_examples=200)
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), block=st.integers(1, 9), data=st.data())
+def test_unravel_in_place_equals_numpy(shape, block, data):
+    size = int(np.prod(shape))
+    flat = np.array(data.draw(st.lists(st.integers(0, size - 1), max_size=30)), np.int64)
+    expected = np.unravel_index(flat, shape)
+    got = unravel_in_place(flat.copy(), tuple(shape), block)
+    assert len(got) == len(shape)
+    for axis, expected_axis in zip(got, expected):
+        np.testing.assert_array_equal(axis, expected_axis)
+        assert axis.dtype == np.intp
