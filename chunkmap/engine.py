@@ -1,8 +1,8 @@
 """Run chunks as dask tasks, one chunk each: the only module that imports dask.
 
-A local backend's work is a bag, ``from_sequence(chunks).map(task)``, so dask users see and
-compose it; a cluster's is the same tasks submitted in order; :mod:`chunkmap.backends` says where
-the task evaluates a chunk. Its tasks are
+A run's work is a ``dask.bag`` of chunk tasks on every backend, so dask users see and compose it:
+``from_sequence(chunks).map(task)`` locally, a bag of one task per chunk on a cluster;
+:mod:`chunkmap.backends` says where the task evaluates a chunk. Its tasks are
 named after the run's function, ``chunkmap-<name>-<token>`` (:func:`task_name`), so the dask
 dashboard shows what runs.
 
@@ -12,9 +12,10 @@ dashboard shows what runs.
   result until the whole graph is done, so returning the outputs would keep all of them alive
   at the end of the run, beside the result they are copied into (twice the result's memory,
   where the measured peak is 1.11x; ``benchmarks/README.md``).
-- :class:`RemoteRun` submits the chunks to a cluster with ``client.map``, one task each in the
-  layout's order (the bag's partitions ran there as two unfused tasks per chunk, biggest
-  first), under the same names, its inputs and its execution scattered once per run (the execution as :mod:`chunkmap.shipping` pickles it: the user's own modules that
+- :class:`RemoteRun` computes a bag of the chunks on a cluster, one partition and one task per
+  chunk (:func:`chunk_task_bag`: a ``from_sequence(...).map(...)`` ran there as two unfused
+  tasks per chunk), each task annotated with its chunk's place so that the scheduler hands them
+  out in the layout's order (dask's own order put the first, biggest chunks last), its inputs and its execution scattered once per run (the execution as :mod:`chunkmap.shipping` pickles it: the user's own modules that
   the workers cannot import go by value); each dask worker evaluates its chunks in a process
   pool of its own. Outputs come back with their futures, gathered in the background and
   delivered in batches as they complete, each released once delivered; the pilot's last chunks
@@ -27,6 +28,7 @@ import re
 import uuid
 from typing import Any, Callable
 
+import dask
 import dask.bag as db
 import dask.local
 import dask.threaded
@@ -36,7 +38,7 @@ from .plan import Chunk
 from .source import Source
 from .workers import underlying
 
-__all__ = ["compute_local", "RemoteRun", "task_name", "chunk_bag"]
+__all__ = ["compute_local", "RemoteRun", "task_name", "chunk_bag", "chunk_task_bag"]
 
 #: dask.utils.funcname keeps 50 characters of a task's name
 NAME_LENGTH = 50
@@ -74,6 +76,30 @@ def chunk_bag(chunks: list[Chunk], name: str) -> db.Bag:
     """
     key = f"{name}-{uuid.uuid4().hex}"
     return db.Bag({(key, i): [chunk] for i, chunk in enumerate(chunks)} or {(key, 0): []}, key, max(1, len(chunks)))
+
+
+def chunk_task_bag(chunks: list[Chunk], task: Callable[..., Any], *args: Any) -> db.Bag:
+    """The bag of ``[task(chunk, *args)]`` per chunk: one partition, and one task, per chunk.
+
+    Its keys are ``(task.__name__-<token>, i)``; each task is annotated with priority ``-i``, so
+    that a cluster's scheduler hands the chunks out in their order. ``args`` may be futures.
+
+    >>> bag = chunk_task_bag([Chunk(0, 0, 3, 3), Chunk(1, 3, 5, 2)], lambda chunk, n: chunk.size * n, 10)
+    >>> bag.npartitions, bag.compute(scheduler="sync")
+    (2, [30, 20])
+    """
+    key = f"{getattr(task, '__name__', 'chunkmap')}-{uuid.uuid4().hex}"
+    graph = {(key, i): (_partition, task, chunk, *args) for i, chunk in enumerate(chunks)}
+    with dask.annotate(priority=_layout_priority):
+        return db.Bag(graph, key, len(chunks))
+
+
+def _partition(task: Callable[..., Any], chunk: Chunk, *args: Any) -> list[Any]:
+    return [task(chunk, *args)]
+
+
+def _layout_priority(key: tuple[str, int]) -> int:
+    return -key[1]
 
 
 def compute_local(
@@ -179,7 +205,7 @@ class RemoteRun:
                 for future, result in batch:
                     if future.status != "finished":
                         future.result()  # raises the task's error (or its cancellation)
-                    output = result
+                    (output,) = result  # the chunk's partition of the bag
                     del running[self.chunks[future.key]]
                     future.release()
                     answer = deliver(output)
@@ -203,16 +229,12 @@ class RemoteRun:
             self.client.cancel(list(running.values()))
 
     def _submit(self, chunks: list[Chunk]) -> dict[Chunk, Any]:
-        """Submit ``chunks`` in their order, one task each (a bag's partitions ran unfused, as two
-        tasks per chunk, and in an order putting the first, biggest chunks last: the layout's
-        shrinking tail ended with them)."""
+        """Compute the bag of ``chunks`` (:func:`chunk_task_bag`), its tasks handed out in their order."""
         if not chunks:
             return {}
-        run = uuid.uuid4().hex
-        keys = [f"{self.task.__name__}-{chunk.index}-{run}" for chunk in chunks]
-        count = len(chunks)
-        futures = self.client.map(self.task, chunks, [self.source] * count, [self.shipped] * count, key=keys)
-        self.chunks.update(zip(keys, chunks))
+        bag = chunk_task_bag(chunks, self.task, self.source, self.shipped)
+        futures = self.client.compute(bag.to_delayed(optimize_graph=False))
+        self.chunks.update((future.key, chunk) for future, chunk in zip(futures, chunks))
         return dict(zip(chunks, futures))
 
     def close(self) -> None:
