@@ -98,11 +98,13 @@ def run(
         Unmasked elements per chunk, the unit of scheduling (with lazy inputs: elements per box,
         masked ones included; ``"auto"`` follows the storage chunks, merged up to 65,536
         elements, see :mod:`chunkmap.blocks`). ``"auto"`` sizes chunks from a
-        timed pilot on the first elements (kept, not wasted; every worker takes part): rounds of
-        one chunk per worker with 1, 8, 64, ... elements each until a round takes 20 ms, which
-        gives the time per call ``t`` and the overhead per task ``o``. The rest is cut into
-        equal chunks lasting at least ``100 o`` (overhead under 1%), about 1/32 of each worker's
-        share (the last chunks end together), at most half of it and at most 30 s.
+        timed pilot on the first elements (kept, not wasted; every worker takes part):
+        generations of one chunk per worker with 1, 8, 64, ... elements each, streamed (each
+        finished chunk hands out the next), until a generation takes 20 ms, which gives the time
+        per call ``t`` and the overhead per task ``o``. The rest is cut into equal chunks
+        lasting at least ``100 o`` (overhead under 1%) and the scheduler's dispatch floor, about
+        1/32 of each worker's share (the last chunks end together), at most half of it and at
+        most 30 s (:mod:`chunkmap.sizing`).
     scheduler : str, callable, distributed.Client or None, optional
         ``"processes"`` (a local process pool, one per core), ``"threads"`` (for functions that
         release the GIL), ``"sync"`` (in the calling thread, for debugging), ``"distributed"``

@@ -10,7 +10,8 @@ CORE = ["chunkmap.plan", "chunkmap.source", "chunkmap.arrays", "chunkmap.blocks"
         "chunkmap.checkpoint.fingerprint", "chunkmap.bitmask", "chunkmap.kernel", "chunkmap.fields", "chunkmap.loop",
         "chunkmap.outputs", "chunkmap.result", "chunkmap.failures", "chunkmap.codec", "chunkmap.sizing",
         "chunkmap.errors", "chunkmap.options", "chunkmap.system", "chunkmap.checkpoint.records",
-        "chunkmap.checkpoint.identity", "chunkmap.local.child", "chunkmap.backends", "chunkmap.result_file"]
+        "chunkmap.checkpoint.identity", "chunkmap.local.child", "chunkmap.local.transport", "chunkmap.backends",
+        "chunkmap.result_file", "chunkmap.stored_result", "chunkmap.output_lease", "chunkmap.cfunc", "chunkmap.csignature"]
 BLOCKED = ("dask", "distributed", "cloudpickle", "redis", "hiredis", "tqdm", "zarr", "xarray", "pandas")
 
 IMPORT_BLOCKED = """
