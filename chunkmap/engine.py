@@ -15,8 +15,9 @@ dashboard shows what runs.
 - :class:`RemoteRun` computes a bag of the chunks on a cluster, one partition and one task per
   chunk (:func:`chunk_task_bag`: a ``from_sequence(...).map(...)`` ran there as two unfused
   tasks per chunk), each task annotated with its chunk's place so that the scheduler hands them
-  out in the layout's order (dask's own order put the first, biggest chunks last), its inputs and its execution scattered once per run (the execution as :mod:`chunkmap.shipping` pickles it: the user's own modules that
-  the workers cannot import go by value); each dask worker evaluates its chunks in a process
+  out in the layout's order (dask's own order put the first, biggest chunks last), its inputs
+  and its execution scattered once per run (the execution as :mod:`chunkmap.shipping` pickles
+  it: the user's own modules that the workers cannot import go by value); each dask worker evaluates its chunks in a process
   pool of its own. Outputs come back with their futures, gathered in the background and
   delivered in batches as they complete, each released once delivered; the pilot's last chunks
   run on while the rest of the run is submitted.
