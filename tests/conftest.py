@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -48,6 +49,15 @@ def cluster_address(tmp_path_factory):
             stack.callback(stop, processes[-1])
         wait_for_workers(address, 2, logs)
         yield address
+
+
+@pytest.fixture(autouse=True, scope="module")
+def collect_garbage_per_module():
+    """Collect garbage after each test module: a socket it leaked then fails its own last test with
+    the ResourceWarning, not whichever later test the collector happened to run in (under load, an
+    unclosed socket surfaced in tests/shm/test_array.py, whose code opens none)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
