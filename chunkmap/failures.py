@@ -131,12 +131,10 @@ class FailureRecords:
         positions = positions if isinstance(positions, np.ndarray) else np.fromiter(positions, np.int64)
         positions = positions.astype(np.int64, copy=False)
         names = list(map(str, names))
-        table = dict.fromkeys(names)
-        if len(table) == 1:  # the usual case: one exception type
-            table = dict.fromkeys(table, 0)
+        table = {name: code for code, name in enumerate(dict.fromkeys(names))}
+        if len(table) == 1:  # the usual case, one exception type: no lookup per failure
             codes = np.zeros(len(names), np.int32)
         else:
-            table = {name: code for code, name in enumerate(table)}
             codes = np.fromiter(map(table.__getitem__, names), np.int32, len(names))
         messages = list(map(str, messages))
         if not len(positions) == len(codes) == len(messages):

@@ -41,9 +41,10 @@ def serve(requests: Connection, responses: Connection, heartbeat: np.ndarray) ->
     """Answer requests until the parent closes the pipe.
 
     Each request is ``(func, skip, kwargs, setup, outputs, inputs)``; each response one of
-    ``("done", evaluation)`` (or ``("done", evaluation, layout)``: its status and values were written
-    back into the request's shared buffer, where the layout says), ``("raised", failure, cause)`` (``func`` raised outside ``skip``, or
-    returned a value that cannot be pickled), ``("setup", error)`` (the setup or a per-worker
+    ``("done", evaluation)`` (or ``("done", evaluation, layout)``: its status and values were
+    written back into the request's shared buffer, where the layout says),
+    ``("raised", failure, cause)`` (``func`` raised outside ``skip``, or returned a value that
+    cannot be pickled), ``("setup", error)`` (the setup or a per-worker
     factory raised) and ``("interrupt", exception)`` (``func`` raised KeyboardInterrupt or
     SystemExit, which the parent raises in turn, as ``sync`` would).
     """
