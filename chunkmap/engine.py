@@ -7,7 +7,8 @@ named after the run's function, ``chunkmap-<name>-<token>`` (:func:`task_name`),
 dashboard shows what runs.
 
 - :func:`compute_local` runs the bag on dask's synchronous or threaded scheduler. Its task
-  evaluates a chunk (in this thread, or on a worker of chunkmap's own process pool) and hands
+  evaluates a chunk (in this thread, or on a worker of chunkmap's own process pool), the
+  layout's next one (:class:`LocalTask`), and hands
   the output to ``deliver`` itself, returning nothing: a local dask compute holds every task's
   result until the whole graph is done, so returning the outputs would keep all of them alive
   at the end of the run, beside the result they are copied into (twice the result's memory,
@@ -25,6 +26,7 @@ dashboard shows what runs.
 
 from __future__ import annotations
 
+import collections
 import re
 import uuid
 from typing import Any, Callable
@@ -116,7 +118,7 @@ def compute_local(
     ``deliver`` may be called from several threads at once. On an exception (Ctrl-C, an element
     error) ``execution.cancelled`` is set, so that busy workers stop at once.
     """
-    task = LocalTask(evaluate, deliver, execution)
+    task = LocalTask(evaluate, deliver, execution, chunks)
     bag = chunk_bag(chunks, task.__name__).map(task)
     try:
         # the scheduler functions themselves: named ones make dask import distributed (~0.4 s)
@@ -127,7 +129,13 @@ def compute_local(
 
 
 class LocalTask:
-    """The bag's task on a local scheduler: evaluate one chunk and deliver its output.
+    """The bag's task on a local scheduler: evaluate the layout's next chunk and deliver its output.
+
+    Each task evaluates one chunk, and the task dask starts ``k``-th evaluates the layout's chunk
+    ``k``, whichever partition it was given: dask's local schedulers start independent tasks in
+    ``dask.order``'s order, which breaks ties on the keys, by descending string
+    (``9, 8, 7, 6, 59, 58, ..., 10, 1, 0``), and that order ran the layout's first, biggest chunks
+    last, after its shrinking tail, which then could not even out the workers' ends.
 
     It names itself for dask: ``__name__`` is the run's :func:`task_name`, and ``__dask_tokenize__``
     a token of its own (hashing its inputs to name the graph would read every byte of them on each
@@ -135,19 +143,20 @@ class LocalTask:
     """
 
     def __init__(self, evaluate: Callable[[Chunk], ChunkOutput | None], deliver: Callable[[ChunkOutput], None],
-                 execution: Execution) -> None:
+                 execution: Execution, chunks: list[Chunk]) -> None:
         self.evaluate = evaluate
         self.deliver = deliver
         self.cancelled = execution.cancelled
+        self.pending = collections.deque(chunks)  # popleft is atomic: one chunk per task, in layout order
         self.token = uuid.uuid4().hex
         self.__name__ = task_name(execution.func)
 
     def __dask_tokenize__(self) -> str:
         return self.token
 
-    def __call__(self, chunk: Chunk) -> None:
+    def __call__(self, partition: Chunk) -> None:
         if not self.cancelled.is_set():
-            output = self.evaluate(chunk)
+            output = self.evaluate(self.pending.popleft())
             if output is not None:  # None: cancelled while it ran
                 self.deliver(output)
 

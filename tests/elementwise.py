@@ -192,3 +192,10 @@ def started_at(chunk, tag):
     started = time.perf_counter()
     time.sleep(0.005)
     return started, chunk.index
+
+
+def called_at(x):
+    """When the call ran, in nanoseconds of the system's monotonic clock (shared by all processes)."""
+    import time
+
+    return float(time.monotonic_ns())

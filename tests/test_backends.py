@@ -86,3 +86,15 @@ def test_a_timeout_on_a_backend_that_cannot_isolate_is_refused_before_any_work()
                                           "scheduler='threads' does not do"):
         chunkmap.run(calls.append, INPUT, scheduler="threads", timeout=1)
     assert calls == []
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_a_local_run_evaluates_its_chunks_in_layout_order(ew, scheduler):
+    """On one worker, elements are called in the layout's order, chunk after chunk (dask's own
+    order of independent tasks starts chunk 9 first and chunk 0 last)."""
+    a = np.arange(600.0)
+    result = chunkmap.run(ew.called_at, a, chunks=20, scheduler=scheduler, workers=1, progress=False)
+    assert len(result) == a.size
+    called = np.empty(a.size)
+    called[result.coords[0]] = result.values
+    assert (np.diff(called) >= 0).all(), np.argsort(called[::20]).tolist()
