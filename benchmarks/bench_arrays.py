@@ -31,7 +31,7 @@ PLAN = """
 import json, os, pickle, resource, sys, tempfile, time, tracemalloc
 import dask.array as da
 from chunkmap.plan import make_plan
-from chunkmap.engine import chunk_bag
+from chunkmap.engine import chunk_task_bag, remote_task
 from chunkmap.kernel import Execution
 from chunkmap.stored import OutputStore
 
@@ -45,7 +45,7 @@ plan = make_plan([x, x], mask=x < -1, boxes=True).with_chunks("auto").regular()
 planned = time.perf_counter()
 chunks = plan.chunks
 shipped = len(pickle.dumps(plan.source))
-bag = chunk_bag(chunks, "chunkmap-f")
+bag = chunk_task_bag(chunks, remote_task, plan.source, None)  # the graph a cluster run submits
 bagged = time.perf_counter()
 with tempfile.TemporaryDirectory() as folder:
     OutputStore.open(os.path.join(folder, "out.zarr"), plan, Execution(float.__add__), "auto", "processes")

@@ -72,8 +72,8 @@ def size_for(cost_ns: int, quick: bool) -> int:
 
 
 def run_one(name: str, cost_ns: int, paths: tuple[str, str], timeout: float, warm: bool,
-            workdir: str) -> dict:
-    """Run one contender in a fresh process; return its record (times, memory, digests)."""
+            workdir: str, memory: bool = True) -> dict:
+    """Run one contender in a fresh process; return its record (times, memory unless not ``memory``, digests)."""
     env = dict(os.environ, SLOWLIB_COST_NS=str(cost_ns), PYTHONWARNINGS="ignore")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "benchmarks.run_child", name, str(cost_ns), *paths,
@@ -110,13 +110,14 @@ def run_one(name: str, cost_ns: int, paths: tuple[str, str], timeout: float, war
                     break
                 kind = ev["event"]
                 if kind == "ready":
-                    baseline = sampler.baseline()
-                    sampler.start()
+                    if memory:
+                        baseline = sampler.baseline()
+                        sampler.start()
                     proc.stdin.write("go\n")
                     proc.stdin.flush()
-                elif kind == "start":
+                elif kind == "start" and memory:
                     sampler.set_phase(ev["phase"])
-                elif kind == "end":
+                elif kind == "end" and memory:
                     sampler.set_phase(None)
                 elif kind == "result":
                     result = ev
@@ -175,7 +176,7 @@ def run_cost(cost_ns: int, n: int, names: list[str], args, tmp: str) -> dict:
           file=sys.stderr, flush=True)
     rows = []
     for name in names:
-        rec = run_one(name, cost_ns, paths, args.timeout, not args.no_warm, tmp)
+        rec = run_one(name, cost_ns, paths, args.timeout, not args.no_warm, tmp, memory=not args.no_memory)
         rec["agrees"] = rec.get("digest") == ref_digest
         if rec.get("digest_warm") is not None:
             rec["agrees"] = rec["agrees"] and rec["digest_warm"] == ref_digest
@@ -268,6 +269,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per contender (default 600 with --memory-scenario, else 1800)")
     ap.add_argument("--no-warm", action="store_true", help="skip the second (warm) call")
+    ap.add_argument("--no-memory", action="store_true",
+                    help="times only: no memory sampler (reading a process's PSS walks its page "
+                         "tables and holds its memory map's lock, which slows a busy tree by up to 5%%)")
     args = ap.parse_args(argv)
     if args.memory_scenario:
         args.no_warm = True  # one call each: the scenario is about the peak of a single run

@@ -1,24 +1,26 @@
 """Run chunks as dask tasks, one chunk each: the only module that imports dask.
 
 A run's work is a ``dask.bag`` of chunk tasks on every backend, so dask users see and compose it:
-``from_sequence(chunks).map(task)`` locally, a bag of one task per chunk on a cluster;
+one partition, and one task, per chunk (:func:`chunk_task_bag`);
 :mod:`chunkmap.backends` says where the task evaluates a chunk. Its tasks are
 named after the run's function, ``chunkmap-<name>-<token>`` (:func:`task_name`), so the dask
-dashboard shows what runs.
+dashboard shows what runs. A ``from_sequence(chunks).map(task)`` bag would run as two tasks per
+chunk on a cluster, and locally as one fused task whose subgraph dask orders at each call
+(240 us per chunk on the threaded scheduler, against 90).
 
 - :func:`compute_local` runs the bag on dask's synchronous or threaded scheduler. Its task
   evaluates a chunk (in this thread, or on a worker of chunkmap's own process pool), the
-  layout's next one (:class:`LocalTask`), and hands
-  the output to ``deliver`` itself, returning nothing: a local dask compute holds every task's
+  layout's next one (:class:`LocalTask`), and hands the output to ``deliver`` itself, returning
+  nothing: a local dask compute holds every task's
   result until the whole graph is done, so returning the outputs would keep all of them alive
   at the end of the run, beside the result they are copied into (twice the result's memory,
   where the measured peak is 1.11x; ``benchmarks/README.md``).
-- :class:`RemoteRun` computes a bag of the chunks on a cluster, one partition and one task per
-  chunk (:func:`chunk_task_bag`: a ``from_sequence(...).map(...)`` ran there as two unfused
-  tasks per chunk), each task annotated with its chunk's place so that the scheduler hands them
-  out in the layout's order (dask's own order put the first, biggest chunks last), its inputs
+- :class:`RemoteRun` computes the bag on a cluster, each task annotated with its chunk's place
+  so that the scheduler hands them out in the layout's order (dask's own order put the first,
+  biggest chunks last), its inputs
   and its execution scattered once per run (the execution as :mod:`chunkmap.shipping` pickles
-  it: the user's own modules that the workers cannot import go by value); each dask worker evaluates its chunks in a process
+  it: the user's own modules that the workers cannot import go by value); each dask worker
+  evaluates its chunks in a process
   pool of its own. Outputs come back with their futures, gathered in the background and
   delivered in batches as they complete, each released once delivered; the pilot's last chunks
   run on while the rest of the run is submitted.
@@ -41,7 +43,7 @@ from .plan import Chunk
 from .source import Source
 from .workers import underlying
 
-__all__ = ["compute_local", "RemoteRun", "task_name", "chunk_bag", "chunk_task_bag"]
+__all__ = ["compute_local", "RemoteRun", "task_name", "chunk_task_bag"]
 
 #: dask.utils.funcname keeps 50 characters of a task's name
 NAME_LENGTH = 50
@@ -71,21 +73,12 @@ def task_name(func: Callable[..., Any]) -> str:
     return name
 
 
-def chunk_bag(chunks: list[Chunk], name: str) -> db.Bag:
-    """``db.from_sequence(chunks, npartitions=len(chunks))`` with its keys named ``name-<token>``.
-
-    Mapped with a task of the same name (as dask names a map after its function), the two
-    layers fuse into tasks keeping the name (``dask.optimization.default_fused_keys_renamer``).
-    """
-    key = f"{name}-{uuid.uuid4().hex}"
-    return db.Bag({(key, i): [chunk] for i, chunk in enumerate(chunks)} or {(key, 0): []}, key, max(1, len(chunks)))
-
-
 def chunk_task_bag(chunks: list[Chunk], task: Callable[..., Any], *args: Any) -> db.Bag:
     """The bag of ``[task(chunk, *args)]`` per chunk: one partition, and one task, per chunk.
 
     Its keys are ``(task.__name__-<token>, i)``; each task is annotated with priority ``-i``, so
-    that a cluster's scheduler hands the chunks out in their order. ``args`` may be futures.
+    that a cluster's scheduler hands the chunks out in their order (local schedulers ignore it:
+    :class:`LocalTask`). ``args`` may be futures.
 
     >>> bag = chunk_task_bag([Chunk(0, 0, 3, 3), Chunk(1, 3, 5, 2)], lambda chunk, n: chunk.size * n, 10)
     >>> bag.npartitions, bag.compute(scheduler="sync")
@@ -119,7 +112,7 @@ def compute_local(
     error) ``execution.cancelled`` is set, so that busy workers stop at once.
     """
     task = LocalTask(evaluate, deliver, execution, chunks)
-    bag = chunk_bag(chunks, task.__name__).map(task)
+    bag = chunk_task_bag(chunks, task)
     try:
         # the scheduler functions themselves: named ones make dask import distributed (~0.4 s)
         bag.compute(scheduler=dask.threaded.get if threaded else dask.local.get_sync, num_workers=workers)
