@@ -9,6 +9,7 @@ checkpoint (:mod:`~chunkmap.checkpoint`), lay out the chunks (a stored layout, `
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import replace
@@ -241,7 +242,9 @@ def run(
     chunks = options.chunk_option(chunks)
     location = Checkpoint.of(checkpoint) if checkpoint is not None else None
     backends.prewarm(scheduler, client, spec.count, execution)  # workers start while dask is imported
-    with one_interrupt(), backends.resolve(scheduler, client, spec.count) as backend:
+    # a Checkpoint made of a path or URL for this run closes its connections when the run ends
+    with one_interrupt(), backends.resolve(scheduler, client, spec.count) as backend, \
+            contextlib.closing(location) if location is not checkpoint else contextlib.nullcontext():
         backend.prepare(execution)
         plan = make_plan(arrays, mask=mask, boxes=output is not None)
         if isinstance(plan, BlockPlan) and location is not None:

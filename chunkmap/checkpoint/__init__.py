@@ -74,6 +74,15 @@ class Checkpoint:
             raise OptionError(f"Checkpoint name must be a non-empty string; got {name!r}")
         self.store = open_store(location)
         self.name = name
+        self._opened = self.store is not location  # a store passed in is the caller's to close
+
+    def close(self) -> None:
+        """Close the connections of the store this Checkpoint opened from a ``redis://`` URL (a store
+        passed in is left open; a later run reopens them). :func:`chunkmap.run` closes the
+        Checkpoint it makes of a path or URL when it ends."""
+        close = getattr(self.store, "close", None)
+        if self._opened and close is not None:
+            close()
 
     @classmethod
     def of(cls, checkpoint: Any) -> Checkpoint:

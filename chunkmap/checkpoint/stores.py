@@ -10,7 +10,9 @@ guarantees, which :class:`chunkmap.testing.ChunkStoreTests` checks:
   process can be taken over;
 - failures of the medium (full disk, permissions, a directory where a file should be) raise
   :class:`~chunkmap.errors.CheckpointError` naming the location and leave no partial file;
-- a store pickles as its constructor arguments.
+- a store pickles as its constructor arguments;
+- a store that holds connections may have ``close()``, which a :class:`~chunkmap.Checkpoint`
+  that opened it from a URL calls when its run ends.
 
 :class:`DirectoryStore` (a path) and :class:`MemoryStore` live here;
 :class:`chunkmap.redis.checkpoint.RedisChunkStore` is the third.

@@ -111,6 +111,11 @@ class RedisChunkStore:
         start = len(self.namespace)
         yield from sorted(key.decode()[start:] for key in found)
 
+    def close(self) -> None:
+        """Close the connections to the server now, not when the collector finds them (a later call
+        opens new ones)."""
+        self._client.close()
+
     def _scan(self, pattern: str) -> Iterator[bytes]:
         cursor = 0
         while True:

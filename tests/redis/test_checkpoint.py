@@ -91,7 +91,8 @@ def flush_once_after(limit, url):
     def hook(done, total, failed):
         if done >= limit and not flushed:
             flushed.append(done)
-            redis.Redis.from_url(url).flushdb()
+            with redis.Redis.from_url(url) as client:
+                client.flushdb()
 
     return hook
 
@@ -116,9 +117,9 @@ def test_evicted_records_and_a_restart_without_persistence(ew, own_server):
     a1, a2 = np.random.default_rng(4).random((2, 30, 40))
     options = dict(skip=ew.Boom, chunks=100, scheduler="threads", checkpoint=server.url)
     chunkmap.run(ew.add_or_boom, a1, a2, **options)
-    client = redis.Redis.from_url(server.url)
-    evicted = sorted(client.scan_iter(match=b"chunkmap:checkpoint:*/chunk-*"))[::3]
-    client.delete(*evicted)
+    with redis.Redis.from_url(server.url) as client:
+        evicted = sorted(client.scan_iter(match=b"chunkmap:checkpoint:*/chunk-*"))[::3]
+        client.delete(*evicted)
     with pytest.warns(CheckpointWarning, match=rf"recorded 12 finished chunks but holds {12 - len(evicted)}: the store lost data"):
         partial = chunkmap.run(ew.add_or_boom, a1, a2, **options)
     assert partial.stats.resumed == 1200 - 100 * len(evicted)
@@ -163,3 +164,43 @@ def test_a_full_redis_stops_the_run_with_a_checkpoint_error(ew, own_server):
     with pytest.raises(CheckpointError, match=r"refused SET: command not allowed when used memory .*give it memory \(maxmemory\) or use another"):
         chunkmap.run(ew.scaled, a, a, chunks=50_000, checkpoint=server.url, scheduler="threads")
     assert isinstance(CheckpointUnreachableError("x"), ConnectionError)
+
+
+def connections_to(server) -> list:
+    """This process's open TCP connections to ``server``."""
+    import psutil
+
+    return [c for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == server.port]
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["finished", "raised"])
+def test_a_run_closes_the_connections_of_the_store_it_opened(ew, own_server, raises):
+    """The store a run opens from a URL closes its sockets when the run ends, not when the garbage
+    collector finds them (a socket it found open failed a later test with a ResourceWarning)."""
+    import gc
+
+    server = own_server()
+    a1, a2 = np.random.default_rng(7).random((2, 30, 40))
+    gc.disable()  # what the collector would close, the run must have closed itself
+    try:
+        if raises:
+            with pytest.raises(chunkmap.ElementError):
+                chunkmap.run(ew.add_or_boom, a1, a2, chunks=100, checkpoint=server.url, scheduler="threads")
+        else:
+            chunkmap.run(ew.add_or_boom, a1, a2, skip=ew.Boom, chunks=100, checkpoint=server.url,
+                         scheduler="threads")
+        assert connections_to(server) == []
+    finally:
+        gc.enable()
+
+
+def test_a_store_passed_in_stays_open_for_the_next_run(ew, own_server):
+    server = own_server()
+    a1, a2 = np.random.default_rng(8).random((2, 20, 20))
+    spec = chunkmap.Checkpoint(RedisChunkStore(server.url))
+    first = chunkmap.run(ew.add_or_boom, a1, a2, skip=ew.Boom, chunks=100, checkpoint=spec, scheduler="sync")
+    assert connections_to(server)  # the caller's store, the caller's connections
+    again = chunkmap.run(ew.add_or_boom, a1, a2, skip=ew.Boom, chunks=100, checkpoint=spec, scheduler="sync")
+    assert again.stats.resumed == len(first) + first.failed_count
+    spec.store.close()
+    assert connections_to(server) == []
