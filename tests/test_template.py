@@ -50,8 +50,12 @@ def running(pid: int) -> bool:
 
 
 def command_line(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/cmdline", "rb") as fh:
-        return fh.read().decode().split("\0")
+    """The command line of ``pid`` (none once it has ended)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().decode().split("\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return []
 
 
 def templates_here() -> set[int]:
@@ -71,10 +75,11 @@ def worker_parents(pool: WorkerPool) -> set[int]:
 def test_workers_are_forked_from_their_pools_template():
     with WorkerPool(2) as pool:
         template = pool.starter.template.pid
-        assert parent_of(template) == os.getpid()
-        assert command_line(template)[1:3] == ["-m", "chunkmap.local.template"]
+        assert evaluate(pool, lambda x: os.getppid(), [0.0]) == [template]  # seen from inside
         assert worker_parents(pool) == {template}
-        assert evaluate(pool, lambda x: os.getppid(), [0.0]) == [template]  # seen from inside, too
+        assert parent_of(template) == os.getpid()
+        # read once it has served (until its exec ends, /proc shows this process's command line, or none)
+        assert command_line(template)[1:3] == ["-m", "chunkmap.local.template"]
 
 
 def test_a_replacement_after_a_segfault_is_forked_from_the_template():
